@@ -1,0 +1,91 @@
+// The Hono application: auth, routes, error mapping. No business logic lives here.
+import { Hono } from 'hono';
+import type { EventBus } from '../control/events/event-bus.ts';
+import type { JobService } from '../control/jobs/job.service.ts';
+import type { TemplateService } from '../control/registry/template.service.ts';
+import type { ReplicaService } from '../control/replicas/replica.service.ts';
+import type { StoragePoolService } from '../control/storage-pools/storage-pool.service.ts';
+import { AppError } from '../errors.ts';
+import { bearerToken, type TokenVerifier } from './auth.ts';
+import { errorBody, toErrorResponse } from './error-response.ts';
+import type { Metrics } from './metrics.ts';
+import { buildOpenApi, type RouteDoc } from './openapi.ts';
+import { jobDocs, jobRoutes } from './routes/jobs.routes.ts';
+import { replicaDocs, replicaRoutes } from './routes/replicas.routes.ts';
+import { storagePoolDocs, storagePoolRoutes } from './routes/storage-pools.routes.ts';
+import { templateDocs, templateRoutes } from './routes/templates.routes.ts';
+
+export interface AppDeps {
+  version: string;
+  auth: TokenVerifier;
+  metrics: Metrics;
+  events: EventBus;
+  storagePools: StoragePoolService;
+  templates: TemplateService;
+  replicas: ReplicaService;
+  jobs: JobService;
+  health(): Promise<{ ok: boolean; database: string; detail?: string }>;
+  logError(err: unknown): void;
+}
+
+const systemDocs: RouteDoc[] = [
+  { method: 'get', path: '/healthz', tag: 'system', summary: 'Liveness and database reachability (no auth)', auth: false, responses: { 200: 'healthy', 503: 'database unreachable' } },
+  { method: 'get', path: '/metrics', tag: 'system', summary: 'Prometheus metrics (text format)', auth: false, responses: { 200: 'metrics' } },
+  { method: 'get', path: '/api/v1/openapi.json', tag: 'system', summary: 'This document', responses: { 200: 'OpenAPI 3.1' } },
+  {
+    method: 'get',
+    path: '/api/v1/events',
+    tag: 'events',
+    summary: 'WebSocket stream of JSON events {seq, type, at, ...}; token in Authorization or ?token=; ?since=<seq> replays missed events',
+    responses: { 101: 'switching protocols', 401: 'bad token', 426: 'not a WebSocket upgrade' },
+  },
+];
+
+export function allRouteDocs(): RouteDoc[] {
+  return [...systemDocs, ...storagePoolDocs, ...templateDocs, ...replicaDocs, ...jobDocs];
+}
+
+export function createApp(deps: AppDeps): Hono {
+  const app = new Hono();
+  const openapi = buildOpenApi(allRouteDocs(), deps.version);
+
+  app.use('*', async (c, next) => {
+    const started = performance.now();
+    await next();
+    const route = c.req.routePath || 'unmatched';
+    deps.metrics.httpRequests.inc({ method: c.req.method, route, status: String(c.res.status) });
+    deps.metrics.httpDuration.observe({ method: c.req.method, route }, (performance.now() - started) / 1000);
+  });
+
+  app.get('/healthz', async (c) => {
+    const h = await deps.health();
+    return c.json({ status: h.ok ? 'ok' : 'degraded', database: h.database, ...(h.detail ? { detail: h.detail } : {}) }, h.ok ? 200 : 503);
+  });
+
+  app.get('/metrics', async (c) => {
+    const text = await deps.metrics.registry.metrics();
+    return c.text(text, 200, { 'content-type': deps.metrics.registry.contentType });
+  });
+
+  app.use('/api/*', async (c, next) => {
+    if (!deps.auth.verify(bearerToken(c.req.header('authorization')))) {
+      throw new AppError('UNAUTHORIZED', 'missing or invalid bearer token');
+    }
+    await next();
+  });
+
+  app.get('/api/v1/openapi.json', (c) => c.json(openapi));
+  app.get('/api/v1/events', (c) => c.json(errorBody('UPGRADE_REQUIRED', 'this endpoint is a WebSocket; send an Upgrade: websocket request'), 426));
+  app.route('/api/v1/storage-pools', storagePoolRoutes(deps.storagePools));
+  app.route('/api/v1/templates', templateRoutes(deps.templates));
+  app.route('/api/v1/replicas', replicaRoutes(deps.replicas));
+  app.route('/api/v1/jobs', jobRoutes(deps.jobs));
+
+  app.notFound((c) => c.json(errorBody('NOT_FOUND', `no route for ${c.req.method} ${c.req.path}`), 404));
+  app.onError((err, c) => {
+    const { status, body } = toErrorResponse(err, deps.logError);
+    if (status === 401) c.header('WWW-Authenticate', 'Bearer');
+    return c.json(body, status);
+  });
+  return app;
+}

@@ -1,0 +1,99 @@
+// Configuration comes only from environment variables. Every variable has a default and is validated once
+// at start-up; a bad value stops the process with a message naming the variable.
+import path from 'node:path';
+
+export interface Config {
+  dataDir: string;
+  databaseUrl: string | undefined;
+  httpHost: string;
+  httpPort: number;
+  nvmeAddr: string;
+  nvmePort: number;
+  discoveryPort: number;
+  adminToken: string | undefined;
+  logLevel: string;
+}
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+function parsePort(name: string, raw: string): number {
+  if (!/^\d+$/.test(raw)) throw new ConfigError(`${name} must be a port number (1-65535), got "${raw}"`);
+  const port = Number(raw);
+  if (port < 1 || port > 65535) throw new ConfigError(`${name} must be a port number (1-65535), got "${raw}"`);
+  return port;
+}
+
+function parseHost(name: string, raw: string): string {
+  // An IPv4/IPv6 literal or a host name; brackets around IPv6 are accepted and stripped.
+  const host = raw.startsWith('[') && raw.endsWith(']') ? raw.slice(1, -1) : raw;
+  if (!/^[A-Za-z0-9.:_-]+$/.test(host) || host.length > 253) {
+    throw new ConfigError(`${name} must be an IP address or host name, got "${raw}"`);
+  }
+  return host;
+}
+
+function parseHostPort(name: string, raw: string): { host: string; port: number } {
+  const m = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(raw);
+  if (!m) throw new ConfigError(`${name} must look like HOST:PORT (for example 127.0.0.1:8080), got "${raw}"`);
+  return { host: parseHost(name, m[1]), port: parsePort(name, m[2]) };
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const get = (name: string, fallback: string): string => {
+    const value = env[name];
+    return value === undefined || value === '' ? fallback : value;
+  };
+
+  const dataDir = path.resolve(get('THICKET_DATA_DIR', './data'));
+
+  const databaseUrl = env.DATABASE_URL === undefined || env.DATABASE_URL === '' ? undefined : env.DATABASE_URL;
+  if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    throw new ConfigError(`DATABASE_URL must be a postgres:// or postgresql:// URL, got "${databaseUrl}"`);
+  }
+
+  const http = parseHostPort('THICKET_HTTP_ADDR', get('THICKET_HTTP_ADDR', '127.0.0.1:8080'));
+  const nvmeAddr = parseHost('THICKET_NVME_ADDR', get('THICKET_NVME_ADDR', '127.0.0.1'));
+  const nvmePort = parsePort('THICKET_NVME_PORT', get('THICKET_NVME_PORT', '4420'));
+  const discoveryPort = parsePort('THICKET_DISCOVERY_PORT', get('THICKET_DISCOVERY_PORT', '8009'));
+
+  const adminToken = env.THICKET_ADMIN_TOKEN === undefined || env.THICKET_ADMIN_TOKEN === '' ? undefined : env.THICKET_ADMIN_TOKEN;
+  if (adminToken !== undefined && adminToken.length < 16) {
+    throw new ConfigError('THICKET_ADMIN_TOKEN must be at least 16 characters long');
+  }
+
+  const logLevel = get('THICKET_LOG_LEVEL', 'info');
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw new ConfigError(`THICKET_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
+  }
+
+  return {
+    dataDir,
+    databaseUrl,
+    httpHost: http.host,
+    httpPort: http.port,
+    nvmeAddr,
+    nvmePort,
+    discoveryPort,
+    adminToken,
+    logLevel,
+  };
+}
+
+/** The variables, defaults and meanings, for the README and `--help`. */
+export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; defaultValue: string; meaning: string }> = [
+  { name: 'THICKET_DATA_DIR', defaultValue: './data', meaning: 'where the embedded database, templates and default storage pools live' },
+  { name: 'DATABASE_URL', defaultValue: '(unset)', meaning: 'PostgreSQL URL; unset means the embedded PGlite database in <data>/db' },
+  { name: 'THICKET_HTTP_ADDR', defaultValue: '127.0.0.1:8080', meaning: 'HTTP API, WebSocket events and web UI' },
+  { name: 'THICKET_NVME_ADDR', defaultValue: '127.0.0.1', meaning: 'address the NVMe/TCP target listens on' },
+  { name: 'THICKET_NVME_PORT', defaultValue: '4420', meaning: 'NVMe/TCP I/O port' },
+  { name: 'THICKET_DISCOVERY_PORT', defaultValue: '8009', meaning: 'NVMe/TCP discovery port' },
+  { name: 'THICKET_ADMIN_TOKEN', defaultValue: '(unset)', meaning: 'admin bearer token; unset means one is generated on first start, printed once and stored only as a hash' },
+  { name: 'THICKET_LOG_LEVEL', defaultValue: 'info', meaning: 'pino log level' },
+];

@@ -1,0 +1,296 @@
+// Claims queued jobs (FOR UPDATE SKIP LOCKED, so several processes can share one PostgreSQL), runs them
+// through their handler, heartbeats them, and puts back the jobs of runners that died. A job that
+// fails or is cancelled is rolled back by its handler before its final state is written.
+import { randomUUID } from 'node:crypto';
+import os from 'node:os';
+import type { Kysely } from 'kysely';
+import type { Database, JobItemResult, JobRow } from '../../db/schema.ts';
+import { JobRepository } from '../../db/repositories/job.repository.ts';
+import { AppError, errorMessage, isAppError } from '../../errors.ts';
+import type { EventBus } from '../events/event-bus.ts';
+import { JobCancelledError, JobFailure, toJobDto, type JobContext, type JobDto, type JobHandler } from './job-types.ts';
+
+export interface JobRunnerOptions {
+  /** How many jobs this process runs at once. */
+  concurrency?: number;
+  pollIntervalMs?: number;
+  heartbeatIntervalMs?: number;
+  /** A running job whose heartbeat is older than this is considered orphaned and requeued. */
+  staleAfterMs?: number;
+  progressIntervalMs?: number;
+  log?: { info(obj: object, msg?: string): void; error(obj: object, msg?: string): void };
+}
+
+interface RunningJob {
+  row: JobRow;
+  abort: AbortController;
+  cancelled: boolean;
+}
+
+const noopLog = { info() {}, error() {} };
+
+export class JobRunner {
+  readonly runnerId = `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+  #db: Kysely<Database>;
+  #events: EventBus;
+  #repo = new JobRepository();
+  #handlers = new Map<string, JobHandler>();
+  #running = new Map<string, RunningJob>();
+  #options: Required<Omit<JobRunnerOptions, 'log'>>;
+  #log: NonNullable<JobRunnerOptions['log']>;
+  #timers: NodeJS.Timeout[] = [];
+  #stopped = true;
+  #polling = false;
+  #pollAgain = false;
+  #idleWaiters: Array<() => void> = [];
+
+  constructor(db: Kysely<Database>, events: EventBus, options: JobRunnerOptions = {}) {
+    this.#db = db;
+    this.#events = events;
+    this.#options = {
+      concurrency: options.concurrency ?? 2,
+      pollIntervalMs: options.pollIntervalMs ?? 500,
+      heartbeatIntervalMs: options.heartbeatIntervalMs ?? 1000,
+      staleAfterMs: options.staleAfterMs ?? 15_000,
+      progressIntervalMs: options.progressIntervalMs ?? 100,
+    };
+    this.#log = options.log ?? noopLog;
+  }
+
+  register(handler: JobHandler): void {
+    this.#handlers.set(handler.kind, handler);
+  }
+
+  /**
+   * Starts polling. `requeueAllRunning` is for the embedded database, where no other process can hold a
+   * running job: every job left `running` by a previous process is resumed at once.
+   */
+  async start(options: { requeueAllRunning: boolean }): Promise<void> {
+    this.#stopped = false;
+    const requeued = await this.#repo.requeueStale(this.#db, options.requeueAllRunning ? 0 : this.#options.staleAfterMs);
+    for (const job of requeued) this.#log.info({ jobId: job.id, kind: job.kind }, 'job requeued after restart');
+    this.#timers.push(setInterval(() => this.kick(), this.#options.pollIntervalMs));
+    this.#timers.push(setInterval(() => void this.#heartbeat(), this.#options.heartbeatIntervalMs));
+    this.#timers.push(setInterval(() => void this.#reapStale(), Math.max(1000, this.#options.staleAfterMs / 3)));
+    this.kick();
+  }
+
+  /** Stops claiming; running jobs are aborted and left for the next start to resume. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    for (const t of this.#timers) clearInterval(t);
+    this.#timers = [];
+    for (const r of this.#running.values()) r.abort.abort();
+    await this.whenIdle();
+  }
+
+  whenIdle(): Promise<void> {
+    if (this.#running.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /** Looks for queued work now instead of at the next poll. */
+  kick(): void {
+    if (this.#stopped) return;
+    if (this.#polling) {
+      this.#pollAgain = true;
+      return;
+    }
+    this.#polling = true;
+    void this.#poll().finally(() => {
+      this.#polling = false;
+      if (this.#pollAgain) {
+        this.#pollAgain = false;
+        this.kick();
+      }
+    });
+  }
+
+  async #poll(): Promise<void> {
+    while (!this.#stopped && this.#running.size < this.#options.concurrency) {
+      let job: JobRow | undefined;
+      try {
+        job = await this.#repo.claimNext(this.#db, this.runnerId);
+      } catch (err) {
+        this.#log.error({ err }, 'claiming a job failed');
+        return;
+      }
+      if (!job) return;
+      this.#start(job);
+    }
+  }
+
+  #start(row: JobRow): void {
+    const entry: RunningJob = { row, abort: new AbortController(), cancelled: row.cancel_requested };
+    if (entry.cancelled) entry.abort.abort();
+    this.#running.set(row.id, entry);
+    void this.#execute(entry).finally(() => {
+      this.#running.delete(row.id);
+      if (this.#running.size === 0) for (const w of this.#idleWaiters.splice(0)) w();
+      this.kick();
+    });
+  }
+
+  async #execute(entry: RunningJob): Promise<void> {
+    const { row } = entry;
+    const handler = this.#handlers.get(row.kind);
+    const results: JobItemResult[] = [...(row.results ?? [])];
+    let lastDone = Number(row.progress_done);
+    let lastTotal = Number(row.progress_total);
+    let lastPhase = row.phase;
+    let lastFlush = 0;
+    let flushTimer: NodeJS.Timeout | undefined;
+    let flushing: Promise<void> = Promise.resolve();
+
+    const flushProgress = (): void => {
+      lastFlush = Date.now();
+      const done = lastDone;
+      const total = lastTotal;
+      const phase = lastPhase;
+      flushing = flushing
+        .then(async () => {
+          await this.#repo.setProgress(this.#db, row.id, done, total, phase);
+          this.#events.emit('job.progress', { jobId: row.id, kind: row.kind, resourceId: row.resource_id, done, total, phase });
+        })
+        .catch((err) => this.#log.error({ err, jobId: row.id }, 'recording job progress failed'));
+    };
+
+    const ctx: JobContext = {
+      job: row,
+      signal: entry.abort.signal,
+      progress: (done, total, phase) => {
+        lastDone = done;
+        lastTotal = total;
+        if (phase !== undefined) lastPhase = phase;
+        const wait = this.#options.progressIntervalMs - (Date.now() - lastFlush);
+        if (wait <= 0) {
+          if (flushTimer) clearTimeout(flushTimer);
+          flushTimer = undefined;
+          flushProgress();
+        } else if (!flushTimer) {
+          flushTimer = setTimeout(() => {
+            flushTimer = undefined;
+            flushProgress();
+          }, wait);
+        }
+      },
+      result: (item) => {
+        results.push(item);
+      },
+      throwIfCancelled: () => {
+        if (entry.abort.signal.aborted) throw new JobCancelledError();
+      },
+    };
+
+    this.#log.info({ jobId: row.id, kind: row.kind, attempt: row.attempts }, 'job started');
+    this.#events.emit('job.started', { jobId: row.id, kind: row.kind, resourceId: row.resource_id, attempt: row.attempts });
+    let outcome: { state: 'succeeded' | 'failed' | 'cancelled'; error: { code: string; message: string; details?: unknown } | null };
+    try {
+      if (!handler) throw new JobFailure('UNKNOWN_JOB_KIND', `no handler for job kind "${row.kind}"`);
+      if (entry.abort.signal.aborted && entry.cancelled) throw new JobCancelledError();
+      await handler.run(ctx);
+      outcome = { state: 'succeeded', error: null };
+    } catch (err) {
+      if (this.#stopped && !entry.cancelled) {
+        // Shutting down: leave the job running for the next start (or another process) to resume.
+        if (flushTimer) clearTimeout(flushTimer);
+        await flushing;
+        this.#log.info({ jobId: row.id }, 'job interrupted by shutdown; it will resume');
+        await this.#repo.release(this.#db, row.id, this.runnerId).catch(() => {});
+        return;
+      }
+      outcome = entry.cancelled || err instanceof JobCancelledError
+        ? { state: 'cancelled', error: { code: 'JOB_CANCELLED', message: 'cancelled by request' } }
+        : { state: 'failed', error: describeFailure(err) };
+      if (outcome.state === 'failed') this.#log.error({ jobId: row.id, kind: row.kind, err }, 'job failed');
+      try {
+        await handler?.rollback(row, outcome.error!);
+      } catch (rollbackErr) {
+        this.#log.error({ jobId: row.id, err: rollbackErr }, 'job rollback failed');
+        outcome.error = { ...outcome.error!, details: { ...(outcome.error!.details as object), rollbackError: errorMessage(rollbackErr) } };
+      }
+    }
+    if (flushTimer) clearTimeout(flushTimer);
+    if (outcome.state === 'succeeded' && lastTotal > 0) lastDone = lastTotal;
+    flushProgress();
+    await flushing;
+    const finished = await this.#repo.finish(this.#db, row.id, outcome.state, { error: outcome.error, results });
+    this.#log.info({ jobId: row.id, kind: row.kind, state: outcome.state }, 'job finished');
+    this.#events.emit(`job.${outcome.state}`, {
+      jobId: row.id,
+      kind: row.kind,
+      resourceId: row.resource_id,
+      error: outcome.error,
+      job: finished ? toJobDto(finished) : undefined,
+    });
+  }
+
+  async #heartbeat(): Promise<void> {
+    const ids = [...this.#running.keys()];
+    if (ids.length === 0) return;
+    try {
+      await this.#repo.heartbeat(this.#db, ids, this.runnerId);
+      for (const id of ids) {
+        const entry = this.#running.get(id);
+        if (!entry || entry.cancelled) continue;
+        if (await this.#repo.isCancelRequested(this.#db, id)) {
+          entry.cancelled = true;
+          entry.abort.abort();
+        }
+      }
+    } catch (err) {
+      this.#log.error({ err }, 'job heartbeat failed');
+    }
+  }
+
+  async #reapStale(): Promise<void> {
+    try {
+      const requeued = await this.#repo.requeueStale(this.#db, this.#options.staleAfterMs);
+      if (requeued.length) {
+        for (const job of requeued) this.#log.info({ jobId: job.id }, 'requeued a job whose runner stopped heartbeating');
+        this.kick();
+      }
+    } catch (err) {
+      this.#log.error({ err }, 'requeueing stale jobs failed');
+    }
+  }
+
+  /** Cancels a queued job at once, or asks the runner holding a running job to stop it. */
+  async cancel(jobId: string): Promise<JobDto> {
+    const result = await this.#db.transaction().execute(async (trx) => {
+      const row = await this.#repo.getForUpdate(trx, jobId);
+      if (!row) throw new AppError('JOB_NOT_FOUND', `job ${jobId} does not exist`);
+      if (row.state === 'succeeded' || row.state === 'failed' || row.state === 'cancelled') {
+        throw new AppError('JOB_FINISHED', `job ${jobId} has already ${row.state === 'cancelled' ? 'been cancelled' : row.state}`);
+      }
+      await this.#repo.requestCancel(trx, jobId);
+      if (row.state === 'queued') {
+        const done = await this.#repo.finish(trx, jobId, 'cancelled', { error: { code: 'JOB_CANCELLED', message: 'cancelled before it started' } });
+        return { row: done!, wasQueued: true };
+      }
+      return { row: { ...row, cancel_requested: true }, wasQueued: false };
+    });
+    if (result.wasQueued) {
+      const handler = this.#handlers.get(result.row.kind);
+      await handler?.rollback(result.row, { code: 'JOB_CANCELLED', message: 'cancelled before it started' }).catch((err) =>
+        this.#log.error({ err, jobId }, 'rollback of a cancelled job failed'),
+      );
+      this.#events.emit('job.cancelled', { jobId, kind: result.row.kind, resourceId: result.row.resource_id, job: toJobDto(result.row) });
+    } else {
+      const local = this.#running.get(jobId);
+      if (local) {
+        local.cancelled = true;
+        local.abort.abort();
+      }
+    }
+    return toJobDto(result.row);
+  }
+}
+
+function describeFailure(err: unknown): { code: string; message: string; details?: unknown } {
+  if (err instanceof JobFailure) return { code: err.code, message: err.message, details: err.details };
+  if (isAppError(err)) return { code: err.code, message: err.message, details: err.details };
+  const code = (err as NodeJS.ErrnoException)?.code;
+  if (code === 'ENOSPC') return { code: 'INSUFFICIENT_SPACE', message: 'the storage pool is full' };
+  return { code: 'JOB_ERROR', message: errorMessage(err) };
+}

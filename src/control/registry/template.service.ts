@@ -1,0 +1,280 @@
+// Template registry: golden images and their immutable versions. A version is stored as a raw image,
+// padded to 4096 bytes, at <data>/templates/<template-id>/<version-id>.img. Everything is written to a
+// temporary name first and renamed only once the database row exists, so a failure leaves nothing behind.
+import { randomUUID } from 'node:crypto';
+import { constants as fsConstants } from 'node:fs';
+import { access, mkdir, readdir, rename, rm, stat, truncate, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import type { Kysely } from 'kysely';
+import type { Database, TemplateRow, TemplateVersionRow } from '../../db/schema.ts';
+import { TemplateRepository } from '../../db/repositories/template.repository.ts';
+import { isUniqueViolation } from '../../db/repositories/executor.ts';
+import { roundUpToBlock } from '../../engine/block-size.ts';
+import { close, fdatasync, fsyncDir, open } from '../../engine/fs-callbacks.ts';
+import { copySparse, hashFile } from '../../engine/sparse-copy.ts';
+import { SparseImageWriter } from '../../engine/sparse-image-writer.ts';
+import { AppError, errorMessage } from '../../errors.ts';
+import type { EventBus } from '../events/event-bus.ts';
+import { convertToRaw, QemuImgError, type ImageFormat } from './qemu-img.ts';
+
+export interface TemplateVersionDto {
+  id: string;
+  templateId: string;
+  version: number;
+  sizeBytes: number;
+  sha256: string;
+  format: string;
+  createdAt: string;
+}
+
+export interface TemplateDto {
+  id: string;
+  name: string;
+  description: string;
+  createdAt: string;
+  versionCount: number;
+  latestVersion: number | null;
+}
+
+export type TemplateWithVersionsDto = TemplateDto & { versions: TemplateVersionDto[] };
+
+export function toVersionDto(row: TemplateVersionRow): TemplateVersionDto {
+  return {
+    id: row.id,
+    templateId: row.template_id,
+    version: row.version,
+    sizeBytes: Number(row.size_bytes),
+    sha256: row.sha256,
+    format: row.format,
+    createdAt: new Date(row.created_at).toISOString(),
+  };
+}
+
+function toTemplateDto(row: TemplateRow, versionCount: number, latestVersion: number | null): TemplateDto {
+  return {
+    id: row.id,
+    name: row.name,
+    description: row.description,
+    createdAt: new Date(row.created_at).toISOString(),
+    versionCount,
+    latestVersion,
+  };
+}
+
+const TEMP_PREFIX = '.incoming-';
+
+export class TemplateService {
+  #db: Kysely<Database>;
+  #repo = new TemplateRepository();
+  #events: EventBus;
+  readonly templatesDir: string;
+
+  constructor(db: Kysely<Database>, events: EventBus, dataDir: string) {
+    this.#db = db;
+    this.#events = events;
+    this.templatesDir = path.join(dataDir, 'templates');
+  }
+
+  versionImagePath(templateId: string, versionId: string): string {
+    return path.join(this.templatesDir, templateId, `${versionId}.img`);
+  }
+
+  async list(): Promise<TemplateDto[]> {
+    const [rows, counts] = await Promise.all([this.#repo.list(this.#db), this.#repo.versionCounts(this.#db)]);
+    const byTemplate = new Map(counts.map((c) => [c.template_id, c]));
+    return rows.map((r) => toTemplateDto(r, Number(byTemplate.get(r.id)?.count ?? 0), byTemplate.get(r.id)?.latest ?? null));
+  }
+
+  async get(id: string): Promise<TemplateWithVersionsDto> {
+    const row = await this.#repo.get(this.#db, id);
+    if (!row) throw new AppError('TEMPLATE_NOT_FOUND', `template ${id} does not exist`);
+    const versions = await this.#repo.listVersions(this.#db, id);
+    return {
+      ...toTemplateDto(row, versions.length, versions.at(-1)?.version ?? null),
+      versions: versions.map(toVersionDto),
+    };
+  }
+
+  async getVersion(id: string): Promise<TemplateVersionRow> {
+    const row = await this.#repo.getVersion(this.#db, id);
+    if (!row) throw new AppError('TEMPLATE_VERSION_NOT_FOUND', `template version ${id} does not exist`);
+    return row;
+  }
+
+  async create(input: { name: string; description?: string }): Promise<TemplateDto> {
+    let row: TemplateRow;
+    try {
+      row = await this.#repo.insert(this.#db, { id: randomUUID(), name: input.name, description: input.description ?? '' });
+    } catch (err) {
+      if (isUniqueViolation(err)) throw new AppError('NAME_TAKEN', `a template named "${input.name}" already exists`, { field: 'name' });
+      throw err;
+    }
+    this.#events.emit('template.created', { templateId: row.id, name: row.name });
+    return toTemplateDto(row, 0, null);
+  }
+
+  /**
+   * Deletes a template, its versions and their image files. Replicas are copies with no reference to
+   * these files, so clones served from them are not affected.
+   */
+  async delete(id: string): Promise<void> {
+    const deleted = await this.#repo.delete(this.#db, id);
+    if (!deleted) throw new AppError('TEMPLATE_NOT_FOUND', `template ${id} does not exist`);
+    await rm(path.join(this.templatesDir, id), { recursive: true, force: true });
+    this.#events.emit('template.deleted', { templateId: id });
+  }
+
+  /** Adds a version from a byte stream (an HTTP upload), never holding the whole image in memory. */
+  async addVersionFromStream(templateId: string, body: AsyncIterable<Uint8Array>, format: ImageFormat): Promise<TemplateVersionDto> {
+    await this.#requireTemplate(templateId);
+    const versionId = randomUUID();
+    const dir = path.join(this.templatesDir, templateId);
+    await mkdir(dir, { recursive: true });
+    const incoming = path.join(dir, `${TEMP_PREFIX}${versionId}.upload`);
+    const converted = path.join(dir, `${TEMP_PREFIX}${versionId}.raw`);
+    try {
+      if (format === 'raw') {
+        const result = await this.#receiveSparse(body, incoming);
+        if (result.logicalBytes === 0) throw new AppError('IMAGE_INVALID', 'the image is empty');
+        return await this.#register(templateId, versionId, format, incoming, result.sizeBytes, result.sha256);
+      }
+      await this.#receiveSparse(body, incoming);
+      await this.#convert(incoming, format, converted);
+      const { sizeBytes, sha256 } = await this.#padAndHash(converted);
+      return await this.#register(templateId, versionId, format, converted, sizeBytes, sha256);
+    } finally {
+      await unlink(incoming).catch(() => {});
+      await unlink(converted).catch(() => {});
+    }
+  }
+
+  /** Adds a version from an image file already on the appliance. */
+  async addVersionFromPath(templateId: string, sourcePath: string, format: ImageFormat): Promise<TemplateVersionDto> {
+    await this.#requireTemplate(templateId);
+    if (!path.isAbsolute(sourcePath)) throw new AppError('VALIDATION_FAILED', 'sourcePath: must be an absolute path', { field: 'sourcePath' });
+    try {
+      const info = await stat(sourcePath);
+      if (!info.isFile()) throw new AppError('VALIDATION_FAILED', 'sourcePath: not a regular file', { field: 'sourcePath' });
+      await access(sourcePath, fsConstants.R_OK);
+    } catch (err) {
+      if (err instanceof AppError) throw err;
+      throw new AppError('VALIDATION_FAILED', `sourcePath: cannot read ${sourcePath} (${(err as NodeJS.ErrnoException).code ?? errorMessage(err)})`, {
+        field: 'sourcePath',
+      });
+    }
+    const versionId = randomUUID();
+    const dir = path.join(this.templatesDir, templateId);
+    await mkdir(dir, { recursive: true });
+    const temp = path.join(dir, `${TEMP_PREFIX}${versionId}.raw`);
+    try {
+      if (format === 'raw') {
+        const result = await copySparse(sourcePath, temp, { sync: false });
+        if (result.logicalBytes === 0) throw new AppError('IMAGE_INVALID', 'the image is empty');
+        return await this.#register(templateId, versionId, format, temp, result.sizeBytes, result.sha256);
+      }
+      await this.#convert(sourcePath, format, temp);
+      const { sizeBytes, sha256 } = await this.#padAndHash(temp);
+      return await this.#register(templateId, versionId, format, temp, sizeBytes, sha256);
+    } finally {
+      await unlink(temp).catch(() => {});
+    }
+  }
+
+  /** Removes files under templates/ that no row knows: leftovers of uploads cut short by a crash. */
+  async sweepOrphans(): Promise<string[]> {
+    const removed: string[] = [];
+    let dirs: string[];
+    try {
+      dirs = await readdir(this.templatesDir);
+    } catch {
+      return removed;
+    }
+    const versions = await this.#repo.allVersionIds(this.#db);
+    const templates = new Set((await this.#repo.list(this.#db)).map((t) => t.id));
+    const known = new Set(versions.map((v) => `${v.template_id}/${v.id}.img`));
+    for (const dir of dirs) {
+      const full = path.join(this.templatesDir, dir);
+      if (!templates.has(dir)) {
+        await rm(full, { recursive: true, force: true });
+        removed.push(full);
+        continue;
+      }
+      for (const file of await readdir(full)) {
+        if (!known.has(`${dir}/${file}`)) {
+          await rm(path.join(full, file), { force: true, recursive: true });
+          removed.push(path.join(full, file));
+        }
+      }
+    }
+    return removed;
+  }
+
+  async #requireTemplate(id: string): Promise<void> {
+    if (!(await this.#repo.get(this.#db, id))) throw new AppError('TEMPLATE_NOT_FOUND', `template ${id} does not exist`);
+  }
+
+  async #receiveSparse(body: AsyncIterable<Uint8Array>, file: string) {
+    const fd = await open(file, 'wx', 0o644);
+    try {
+      const writer = new SparseImageWriter(fd);
+      for await (const chunk of body) await writer.write(chunk);
+      return await writer.finish();
+    } catch (err) {
+      throw mapIoError(err);
+    } finally {
+      await close(fd);
+    }
+  }
+
+  async #convert(source: string, format: ImageFormat, destination: string): Promise<void> {
+    try {
+      await convertToRaw(source, format, destination);
+    } catch (err) {
+      if (err instanceof QemuImgError) {
+        throw new AppError('IMAGE_INVALID', `cannot convert the ${format} image: ${err.message}`, { format, converter: err.message });
+      }
+      throw err;
+    }
+  }
+
+  async #padAndHash(file: string): Promise<{ sizeBytes: number; sha256: string }> {
+    const { size } = await stat(file);
+    if (size === 0) throw new AppError('IMAGE_INVALID', 'the image is empty');
+    const sizeBytes = roundUpToBlock(size);
+    // Padding by truncate leaves a hole, which reads (and hashes) as zeroes.
+    if (sizeBytes !== size) await truncate(file, sizeBytes);
+    return hashFile(file);
+  }
+
+  async #register(templateId: string, versionId: string, format: ImageFormat, tempFile: string, sizeBytes: number, sha256: string) {
+    const finalPath = this.versionImagePath(templateId, versionId);
+    const fd = await open(tempFile, 'r+');
+    try {
+      await fdatasync(fd);
+    } finally {
+      await close(fd);
+    }
+    const row = await this.#db.transaction().execute(async (trx) => {
+      const template = await this.#repo.getForUpdate(trx, templateId);
+      if (!template) throw new AppError('TEMPLATE_NOT_FOUND', `template ${templateId} was deleted during the upload`);
+      const version = await this.#repo.nextVersionNumber(trx, templateId);
+      const inserted = await this.#repo.insertVersion(trx, { id: versionId, template_id: templateId, version, size_bytes: sizeBytes, sha256, format });
+      // Renamed inside the transaction: if the rename fails the row is rolled back; if the commit fails
+      // the file is removed below. Either way file and row exist together or not at all.
+      await rename(tempFile, finalPath);
+      await fsyncDir(path.dirname(finalPath));
+      return inserted;
+    }).catch(async (err) => {
+      await unlink(finalPath).catch(() => {});
+      throw err;
+    });
+    this.#events.emit('template.version.created', { templateId, templateVersionId: row.id, version: row.version, sizeBytes, sha256 });
+    return toVersionDto(row);
+  }
+}
+
+function mapIoError(err: unknown): unknown {
+  const code = (err as NodeJS.ErrnoException)?.code;
+  if (code === 'ENOSPC') return new AppError('INSUFFICIENT_SPACE', 'not enough space in the data directory for this image');
+  return err;
+}

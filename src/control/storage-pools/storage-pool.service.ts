@@ -1,0 +1,139 @@
+// Storage pools: directories with a tier label. Policy only; SQL lives in the repository.
+import { randomUUID } from 'node:crypto';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import type { Kysely } from 'kysely';
+import type { Database, StoragePoolRow } from '../../db/schema.ts';
+import { StoragePoolRepository } from '../../db/repositories/storage-pool.repository.ts';
+import { SettingsRepository } from '../../db/repositories/settings.repository.ts';
+import { isUniqueViolation } from '../../db/repositories/executor.ts';
+import { checkPoolPath, poolCapacity, preparePoolDirectories } from '../../engine/storage-pool-fs.ts';
+import { AppError } from '../../errors.ts';
+import type { EventBus } from '../events/event-bus.ts';
+
+export interface StoragePoolDto {
+  id: string;
+  name: string;
+  path: string;
+  tier: string;
+  createdAt: string;
+  usage: {
+    capacityBytes: number;
+    usedBytes: number;
+    freeBytes: number;
+    replicaBytes: number;
+    cloneBytes: number;
+  };
+  replicaCount: number;
+  cloneCount: number;
+}
+
+export const DEFAULT_POOLS = [
+  { name: 'fast', tier: 'fast' },
+  { name: 'capacity', tier: 'capacity' },
+] as const;
+
+export class StoragePoolService {
+  #db: Kysely<Database>;
+  #repo = new StoragePoolRepository();
+  #settings = new SettingsRepository();
+  #events: EventBus;
+
+  constructor(db: Kysely<Database>, events: EventBus) {
+    this.#db = db;
+    this.#events = events;
+  }
+
+  /** On the very first start, creates the `fast` and `capacity` pools under <data>/pools. */
+  async ensureDefaults(dataDir: string): Promise<void> {
+    const done = await this.#settings.get<boolean>(this.#db, 'bootstrap.default_storage_pools');
+    if (done) return;
+    for (const pool of DEFAULT_POOLS) {
+      const poolPath = path.join(dataDir, 'pools', pool.name);
+      await mkdir(poolPath, { recursive: true });
+      await preparePoolDirectories(poolPath);
+      if (await this.#repo.getByName(this.#db, pool.name)) continue;
+      try {
+        await this.#repo.insert(this.#db, { id: randomUUID(), name: pool.name, path: poolPath, tier: pool.tier });
+      } catch (err) {
+        if (!isUniqueViolation(err)) throw err;
+      }
+    }
+    await this.#settings.set(this.#db, 'bootstrap.default_storage_pools', true);
+  }
+
+  async list(): Promise<StoragePoolDto[]> {
+    const rows = await this.#repo.list(this.#db);
+    return Promise.all(rows.map((row) => this.#toDto(row)));
+  }
+
+  async get(id: string): Promise<StoragePoolDto> {
+    return this.#toDto(await this.getRow(id));
+  }
+
+  async getRow(id: string): Promise<StoragePoolRow> {
+    const row = await this.#repo.get(this.#db, id);
+    if (!row) throw new AppError('STORAGE_POOL_NOT_FOUND', `storage pool ${id} does not exist`);
+    return row;
+  }
+
+  async create(input: { name: string; path: string; tier: string }): Promise<StoragePoolDto> {
+    const poolPath = path.normalize(input.path).replace(/(.)\/+$/, '$1');
+    const problem = await checkPoolPath(poolPath);
+    if (problem) throw new AppError('INVALID_STORAGE_POOL_PATH', `path: ${problem}`, { field: 'path', path: input.path });
+    const existing = await this.#repo.list(this.#db);
+    for (const other of existing) {
+      if (other.name === input.name) throw new AppError('NAME_TAKEN', `a storage pool named "${input.name}" already exists`, { field: 'name' });
+      if (other.path === poolPath) throw new AppError('CONFLICT', `storage pool "${other.name}" already uses ${poolPath}`, { field: 'path' });
+      if (poolPath.startsWith(other.path + path.sep) || other.path.startsWith(poolPath + path.sep)) {
+        throw new AppError('CONFLICT', `path ${poolPath} overlaps storage pool "${other.name}" at ${other.path}`, { field: 'path' });
+      }
+    }
+    await preparePoolDirectories(poolPath);
+    let row: StoragePoolRow;
+    try {
+      row = await this.#repo.insert(this.#db, { id: randomUUID(), name: input.name, path: poolPath, tier: input.tier });
+    } catch (err) {
+      if (isUniqueViolation(err)) throw new AppError('NAME_TAKEN', `a storage pool with that name or path already exists`);
+      throw err;
+    }
+    this.#events.emit('storage-pool.created', { storagePoolId: row.id, name: row.name, tier: row.tier });
+    return this.#toDto(row);
+  }
+
+  async delete(id: string): Promise<void> {
+    await this.#db.transaction().execute(async (trx) => {
+      const row = await trx.selectFrom('storage_pools').selectAll().where('id', '=', id).forUpdate().executeTakeFirst();
+      if (!row) throw new AppError('STORAGE_POOL_NOT_FOUND', `storage pool ${id} does not exist`);
+      const usage = await this.#repo.usage(trx, id);
+      if (usage.replicaCount > 0 || usage.cloneCount > 0) {
+        throw new AppError('STORAGE_POOL_IN_USE', `storage pool "${row.name}" still holds ${usage.replicaCount} replica(s) and ${usage.cloneCount} clone(s)`, {
+          replicas: usage.replicaCount,
+          clones: usage.cloneCount,
+        });
+      }
+      await this.#repo.delete(trx, id);
+    });
+    this.#events.emit('storage-pool.deleted', { storagePoolId: id });
+  }
+
+  async #toDto(row: StoragePoolRow): Promise<StoragePoolDto> {
+    const usage = await this.#repo.usage(this.#db, row.id);
+    let capacity = { capacityBytes: 0, usedBytes: 0, freeBytes: 0 };
+    try {
+      capacity = await poolCapacity(row.path);
+    } catch {
+      // A pool whose device is gone reports zero capacity rather than failing the whole listing.
+    }
+    return {
+      id: row.id,
+      name: row.name,
+      path: row.path,
+      tier: row.tier,
+      createdAt: new Date(row.created_at).toISOString(),
+      usage: { ...capacity, replicaBytes: usage.replicaBytes, cloneBytes: usage.cloneBytes },
+      replicaCount: usage.replicaCount,
+      cloneCount: usage.cloneCount,
+    };
+  }
+}

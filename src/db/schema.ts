@@ -1,0 +1,124 @@
+// Table shapes as Kysely sees them: the only place they are written down besides migrations/.
+import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely';
+
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+type Json<T> = ColumnType<T, string | undefined, string>;
+
+export interface SettingsTable {
+  key: string;
+  value: Json<unknown>;
+  updated_at: Timestamp;
+}
+
+export interface StoragePoolsTable {
+  id: string;
+  name: string;
+  path: string;
+  tier: string;
+  created_at: Timestamp;
+}
+
+export interface TemplatesTable {
+  id: string;
+  name: string;
+  description: Generated<string>;
+  created_at: Timestamp;
+}
+
+export interface TemplateVersionsTable {
+  id: string;
+  template_id: string;
+  version: number;
+  size_bytes: number;
+  sha256: string;
+  format: string;
+  created_at: Timestamp;
+}
+
+export const REPLICA_STATES = ['creating', 'ready', 'corrupt', 'failed'] as const;
+export type ReplicaState = (typeof REPLICA_STATES)[number];
+
+export interface ReplicasTable {
+  id: string;
+  template_version_id: string;
+  template_id: string;
+  template_name: string;
+  version: number;
+  storage_pool_id: string;
+  state: ReplicaState;
+  size_bytes: number;
+  sha256: string;
+  error: string | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface ClonesTable {
+  id: string;
+  name: string;
+  replica_id: string;
+  storage_pool_id: string;
+  size_bytes: number;
+  state: string;
+  unique_bytes: Generated<number>;
+  qos_iops: number | null;
+  qos_bytes_per_second: number | null;
+  created_at: Timestamp;
+}
+
+export const JOB_STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
+export type JobState = (typeof JOB_STATES)[number];
+
+export interface JobItemResult {
+  item: string;
+  status: 'succeeded' | 'failed' | 'skipped';
+  error?: string;
+}
+
+export interface JobsTable {
+  id: string;
+  kind: string;
+  state: JobState;
+  resource_id: string | null;
+  payload: Json<Record<string, unknown>>;
+  phase: Generated<string>;
+  progress_done: Generated<number>;
+  progress_total: Generated<number>;
+  results: Json<JobItemResult[]>;
+  error: Json<{ code: string; message: string; details?: unknown } | null>;
+  cancel_requested: Generated<boolean>;
+  attempts: Generated<number>;
+  claimed_by: string | null;
+  heartbeat_at: Date | null;
+  created_at: Timestamp;
+  started_at: Date | null;
+  finished_at: Date | null;
+}
+
+export interface EventsTable {
+  seq: Generated<number>;
+  type: string;
+  at: Timestamp;
+  data: Json<Record<string, unknown>>;
+}
+
+export interface Database {
+  settings: SettingsTable;
+  storage_pools: StoragePoolsTable;
+  templates: TemplatesTable;
+  template_versions: TemplateVersionsTable;
+  replicas: ReplicasTable;
+  clones: ClonesTable;
+  jobs: JobsTable;
+  events: EventsTable;
+}
+
+export type StoragePoolRow = Selectable<StoragePoolsTable>;
+export type TemplateRow = Selectable<TemplatesTable>;
+export type TemplateVersionRow = Selectable<TemplateVersionsTable>;
+export type ReplicaRow = Selectable<ReplicasTable>;
+export type CloneRow = Selectable<ClonesTable>;
+export type JobRow = Selectable<JobsTable>;
+export type EventRow = Selectable<EventsTable>;
+export type NewJob = Insertable<JobsTable>;
+export type JobUpdate = Updateable<JobsTable>;

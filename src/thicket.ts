@@ -1,0 +1,135 @@
+// Composition root: the only place that creates the database, services, job runner and servers and wires
+// them together. main.ts adds process concerns (signals, exit codes); tests call startThicket directly.
+import { mkdir, readFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { serve, type ServerType } from '@hono/node-server';
+import type { Server } from 'node:http';
+import { createApp } from './api/app.ts';
+import { loadAdminToken } from './api/auth.ts';
+import { attachEventStream } from './api/event-stream.ts';
+import { Metrics } from './api/metrics.ts';
+import type { Config } from './config.ts';
+import { EventBus } from './control/events/event-bus.ts';
+import { JobRunner } from './control/jobs/job-runner.ts';
+import { JobService } from './control/jobs/job.service.ts';
+import { TemplateService } from './control/registry/template.service.ts';
+import { MoveReplicaJob, PromoteReplicaJob, VerifyReplicaJob } from './control/replicas/replica-jobs.ts';
+import { ReplicaService } from './control/replicas/replica.service.ts';
+import { StoragePoolService } from './control/storage-pools/storage-pool.service.ts';
+import { openDatabase, redactUrl } from './db/database.ts';
+import { migrate } from './db/migrator.ts';
+import { sql } from 'kysely';
+import { lockDataDir } from './data-dir-lock.ts';
+import { createLogger, type Logger } from './logger.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+export interface ThicketInstance {
+  url: string;
+  httpPort: number;
+  /** Set only on the start that generated the admin token. */
+  generatedAdminToken?: string;
+  log: Logger;
+  jobs: JobRunner;
+  events: EventBus;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  logger?: Logger;
+  /** Job runner tuning, mostly for tests. */
+  jobRunner?: { pollIntervalMs?: number; staleAfterMs?: number; heartbeatIntervalMs?: number };
+}
+
+async function packageVersion(): Promise<string> {
+  const pkg = JSON.parse(await readFile(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+export async function startThicket(config: Config, options: StartOptions = {}): Promise<ThicketInstance> {
+  const log = options.logger ?? createLogger(config.logLevel);
+  await mkdir(config.dataDir, { recursive: true });
+  const unlock = config.databaseUrl ? async () => {} : await lockDataDir(config.dataDir);
+  const cleanups: Array<() => Promise<void> | void> = [unlock];
+  const closeAll = async () => {
+    for (const fn of cleanups.splice(0).reverse()) await fn();
+  };
+  try {
+    const database = await openDatabase(config.databaseUrl ? { url: config.databaseUrl } : { pgliteDir: path.join(config.dataDir, 'db') });
+    cleanups.push(() => database.close());
+    log.info({ database: database.kind === 'postgres' ? redactUrl(config.databaseUrl!) : path.join(config.dataDir, 'db') }, 'database opened');
+    const migrated = await migrate(database.db);
+    if (migrated.applied.length) log.info({ applied: migrated.applied }, 'migrations applied');
+    const db = database.db;
+
+    const { verifier, generatedToken } = await loadAdminToken(db, config.adminToken);
+    const logError = (err: unknown) => log.error({ err }, 'unexpected error');
+    const events = new EventBus(db, logError);
+    const jobs = new JobRunner(db, events, { log, ...options.jobRunner });
+    const storagePools = new StoragePoolService(db, events);
+    const templates = new TemplateService(db, events, config.dataDir);
+    const replicas = new ReplicaService(db, events, () => jobs.kick());
+    const deps = { db, events, versionImagePath: (t: string, v: string) => templates.versionImagePath(t, v) };
+    jobs.register(new PromoteReplicaJob(deps));
+    jobs.register(new VerifyReplicaJob(deps));
+    jobs.register(new MoveReplicaJob(deps));
+
+    await storagePools.ensureDefaults(config.dataDir);
+    const sweptTemplates = await templates.sweepOrphans();
+    if (sweptTemplates.length) log.info({ files: sweptTemplates }, 'removed template files left by an interrupted upload');
+    // Jobs resume before the replica sweep, so partial files of jobs that will resume are kept.
+    await jobs.start({ requeueAllRunning: database.kind === 'pglite' });
+    cleanups.push(() => jobs.stop());
+    const sweptReplicas = await replicas.sweepOrphans();
+    if (sweptReplicas.length) log.info({ files: sweptReplicas }, 'removed replica files that no replica row owns');
+    const pruneTimer = setInterval(() => void events.prune(100_000).catch(logError), 60_000);
+    cleanups.push(() => clearInterval(pruneTimer));
+
+    const metrics = new Metrics(db);
+    const app = createApp({
+      version: await packageVersion(),
+      auth: verifier,
+      metrics,
+      events,
+      storagePools,
+      templates,
+      replicas,
+      jobs: new JobService(db, jobs),
+      logError,
+      async health() {
+        try {
+          await sql`SELECT 1`.execute(db);
+          return { ok: true, database: database.kind };
+        } catch (err) {
+          return { ok: false, database: database.kind, detail: (err as Error).message };
+        }
+      },
+    });
+
+    const server = await new Promise<ServerType>((resolve, reject) => {
+      const s = serve({ fetch: app.fetch, hostname: config.httpHost, port: config.httpPort }, () => resolve(s));
+      s.once('error', reject);
+    });
+    const stream = attachEventStream(server as Server, { auth: verifier, events, metrics, log: logError });
+    cleanups.push(
+      () =>
+        new Promise<void>((resolve) => {
+          stream.close();
+          (server as Server).closeAllConnections?.();
+          server.close(() => resolve());
+        }),
+    );
+    const port = (server.address() as AddressInfo).port;
+    const host = config.httpHost.includes(':') ? `[${config.httpHost}]` : config.httpHost;
+    const url = `http://${host}:${port}`;
+    log.info({ url }, 'Thicket HTTP API listening');
+    return { url, httpPort: port, generatedAdminToken: generatedToken, log, jobs, events, close: closeAll };
+  } catch (err) {
+    await closeAll().catch(() => {});
+    throw err;
+  }
+}
+
+export { ROOT };
