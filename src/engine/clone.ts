@@ -1,0 +1,465 @@
+// A linked clone: redirect-on-write over one replica at 4 KiB granularity. The first write to a block
+// the clone shares with its replica goes to a new block in the clone's own data file; later writes to
+// it overwrite in place. The replica is never written.
+//
+// Durability: writes land in the page cache; a flush (or a FUA write) makes the data and the map entries
+// pointing to it durable before it resolves — small flushes by putting the 4 KiB payloads into the pool
+// journal with the map entries (one shared fdatasync for every clone flushing at the time), larger ones
+// by fdatasync of the data file and then the map entries. A block freed by an overwrite-free operation
+// (write zeroes, deallocate, reset) is reused only after the change that freed it is durable.
+import fs from 'node:fs';
+import { mkdirSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import path from 'node:path';
+import { BLOCK_SIZE_BYTES } from './block-size.ts';
+import { BlockMap, MAP_ZERO } from './block-map.ts';
+import { pushZeroes, sliceChunks, takeBuffer, totalLength } from './buffers.ts';
+import { CloneClosedError, CloneFailedError, IoError, LbaOutOfRangeError, OutOfSpaceError } from './errors.ts';
+import { fdatasync, fsyncDir } from './fs-callbacks.ts';
+import { encodeRecord, RECORD_TYPE_MAP, RECORD_TYPE_RESET, type MapEntry } from './journal-record.ts';
+import type { ReplicaCache } from './replica-cache.ts';
+import type { ReplicaImage } from './replica-image.ts';
+import { QosLimiter, type QosLimits } from './token-bucket.ts';
+
+/** Flushes with at most this many dirty blocks journal their payloads instead of syncing the data file. */
+export const PAYLOAD_FLUSH_LIMIT_BLOCKS = 32;
+
+/** What a clone needs from its storage pool. */
+export interface CloneHost {
+  readonly clonesDir: string;
+  readonly cache: ReplicaCache;
+  /** Reserves room for n new data blocks or throws OutOfSpaceError. */
+  reserveBlocks(n: number): void;
+  releaseBlocks(n: number): void;
+  appendRecord(buffers: Buffer[], length: number): Promise<0 | 1>;
+}
+
+export interface CloneStats {
+  readOps: number;
+  writeOps: number;
+  readBytes: number;
+  writeBytes: number;
+  flushes: number;
+}
+
+export class Clone {
+  readonly id: string;
+  readonly sizeBytes: number;
+  readonly capacityBlocks: number;
+  replica: ReplicaImage;
+  map = new BlockMap();
+  qos: QosLimiter;
+  /** Last assigned log sequence number; records at or below checkpointLsn are obsolete. */
+  lsn = 0;
+  checkpointLsn = 0;
+  /** Journal files holding records of this clone newer than its checkpoint. */
+  readonly journalRefs = new Set<0 | 1>();
+  failed: string | undefined;
+  closed = false;
+  readonly stats: CloneStats = { readOps: 0, writeOps: 0, readBytes: 0, writeBytes: 0, flushes: 0 };
+
+  #host: CloneHost;
+  #dataFd = -1;
+  /** High-water mark of the data file, in blocks. */
+  dataBlocks = 0;
+  #free: number[] = [];
+  #pendingFree: number[] = [];
+  #mapOps: MapEntry[] = [];
+  #dirtyWrites = new Map<number, number>();
+  #dirNeedsSync = false;
+  #flushTail: Promise<void> = Promise.resolve();
+  #gate: Promise<void> | undefined;
+
+  constructor(host: CloneHost, id: string, replica: ReplicaImage, sizeBytes: number, qos: QosLimits = {}) {
+    this.#host = host;
+    this.id = id;
+    this.replica = replica;
+    this.sizeBytes = sizeBytes;
+    this.capacityBlocks = Math.floor(sizeBytes / BLOCK_SIZE_BYTES);
+    this.qos = new QosLimiter(qos);
+  }
+
+  get dir(): string {
+    return path.join(this.#host.clonesDir, this.id);
+  }
+
+  get dataPath(): string {
+    return path.join(this.dir, 'data');
+  }
+
+  get mapPath(): string {
+    return path.join(this.dir, 'map');
+  }
+
+  /** Blocks this clone owns (its unique data). */
+  get ownedBlocks(): number {
+    return this.map.owned.size;
+  }
+
+  get uniqueBytes(): number {
+    return this.map.owned.size * BLOCK_SIZE_BYTES;
+  }
+
+  /** Bytes of the replica this clone still reads instead of owning. */
+  get sharedBytes(): number {
+    let ownedInReplica = 0;
+    const limit = this.replica.blocks;
+    if (this.map.owned.size > 0) for (const lba of this.map.owned.keys()) if (lba < limit) ownedInReplica++;
+    let zeroInReplica = 0;
+    for (const [s, e] of this.map.zero.intervals()) if (s < limit) zeroInReplica += Math.min(e, limit) - s;
+    return Math.max(0, limit - ownedInReplica - zeroInReplica) * BLOCK_SIZE_BYTES;
+  }
+
+  setQos(limits: QosLimits): void {
+    this.qos = new QosLimiter(limits);
+  }
+
+  #checkRange(slba: number, nlb: number): void {
+    if (!Number.isInteger(slba) || !Number.isInteger(nlb) || slba < 0 || nlb < 1 || slba + nlb > this.capacityBlocks) {
+      throw new LbaOutOfRangeError(slba, nlb, this.capacityBlocks);
+    }
+  }
+
+  #assertUsable(): void {
+    if (this.closed) throw new CloneClosedError(this.id);
+    if (this.failed) throw new CloneFailedError(this.id, this.failed);
+  }
+
+  /** Waits for a reset in progress and for QoS; undefined when the call may go on at once. */
+  #admit(bytes: number): Promise<void> | undefined {
+    this.#assertUsable();
+    if (this.#gate) return this.#gate.then(() => this.#admit(bytes));
+    return this.qos.admit(bytes);
+  }
+
+  // ---- reads ----
+
+  async read(slba: number, nlb: number): Promise<Buffer[]> {
+    this.#checkRange(slba, nlb);
+    const wait = this.#admit(nlb * BLOCK_SIZE_BYTES);
+    if (wait) await wait;
+    this.#assertUsable();
+    return this.readNow(slba, nlb);
+  }
+
+  /** The synchronous part of a read: views of the data, one device read per run of owned blocks. */
+  readNow(slba: number, nlb: number): Buffer[] {
+    const out: Buffer[] = [];
+    for (const run of this.map.runs(slba, nlb, this.replica.blocks)) {
+      if (run.kind === 'owned') {
+        const buf = takeBuffer(run.n * BLOCK_SIZE_BYTES);
+        this.#readData(buf, run.pblock);
+        out.push(buf);
+      } else if (run.kind === 'inherit') {
+        this.#host.cache.read(this.replica, run.lba, run.n, out);
+      } else {
+        pushZeroes(out, run.n * BLOCK_SIZE_BYTES);
+      }
+    }
+    this.stats.readOps++;
+    this.stats.readBytes += nlb * BLOCK_SIZE_BYTES;
+    return out;
+  }
+
+  #readData(buf: Buffer, pblock: number): void {
+    let got = 0;
+    const position = pblock * BLOCK_SIZE_BYTES;
+    for (let i = 0; i < 64 && got < buf.length; i++) {
+      const n = fs.readSync(this.#dataFd, buf, got, buf.length - got, position + got);
+      if (n === 0) break;
+      got += n;
+    }
+    // A block past the end of the data file was allocated but its write never reached the file.
+    if (got < buf.length) buf.fill(0, got);
+  }
+
+  // ---- writes ----
+
+  /** Writes whole blocks starting at slba from a gather list; `fua` makes it durable before resolving. */
+  async write(slba: number, chunks: Buffer | readonly Buffer[], options: { fua?: boolean } = {}): Promise<void> {
+    const list = Buffer.isBuffer(chunks) ? [chunks] : chunks;
+    const bytes = totalLength(list);
+    if (bytes === 0 || bytes % BLOCK_SIZE_BYTES !== 0) throw new LbaOutOfRangeError(slba, bytes / BLOCK_SIZE_BYTES, this.capacityBlocks);
+    const nlb = bytes / BLOCK_SIZE_BYTES;
+    this.#checkRange(slba, nlb);
+    const wait = this.#admit(bytes);
+    if (wait) await wait;
+    this.#assertUsable();
+    this.writeNow(slba, nlb, list);
+    if (options.fua) await this.flush();
+  }
+
+  writeNow(slba: number, nlb: number, list: readonly Buffer[]): void {
+    const owned = this.map.owned;
+    const end = slba + nlb;
+    let needed = 0;
+    for (let lba = slba; lba < end; lba++) if (!owned.has(lba)) needed++;
+    const fromFree = Math.min(needed, this.#free.length);
+    // Reserve first: a write that cannot get all its new blocks changes nothing.
+    if (needed > fromFree) this.#host.reserveBlocks(needed - fromFree);
+    if (this.#dataFd < 0) this.#openData(true);
+
+    const pblocks = new Array<number>(nlb);
+    const newlyMapped: number[] = [];
+    for (let i = 0; i < nlb; i++) {
+      const lba = slba + i;
+      let p = owned.get(lba);
+      if (p === undefined) {
+        p = this.#free.length > 0 ? this.#free.pop()! : this.dataBlocks++;
+        owned.set(lba, p);
+        newlyMapped.push(i);
+      }
+      pblocks[i] = p;
+    }
+    try {
+      let i = 0;
+      while (i < nlb) {
+        let n = 1;
+        while (i + n < nlb && pblocks[i + n] === pblocks[i] + n) n++;
+        const views = sliceChunks(list, i * BLOCK_SIZE_BYTES, n * BLOCK_SIZE_BYTES);
+        this.#writeData(views, pblocks[i]);
+        i += n;
+      }
+    } catch (err) {
+      // Undo the new mappings: their blocks never held acknowledged data.
+      for (const k of newlyMapped) {
+        owned.delete(slba + k);
+        this.#free.push(pblocks[k]);
+      }
+      if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new OutOfSpaceError();
+      throw new IoError(`write to clone ${this.id} failed: ${(err as Error).message}`, { cause: err });
+    }
+    if (this.map.zero.size > 0) this.map.zero.remove(slba, end);
+    // Map changes for the journal, as runs of consecutive LBAs with consecutive blocks.
+    let k = 0;
+    while (k < newlyMapped.length) {
+      let n = 1;
+      const i0 = newlyMapped[k];
+      while (k + n < newlyMapped.length && newlyMapped[k + n] === i0 + n && pblocks[i0 + n] === pblocks[i0] + n) n++;
+      this.#mapOps.push({ lba: slba + i0, n, value: pblocks[i0] });
+      k += n;
+    }
+    for (let i = 0; i < nlb; i++) this.#dirtyWrites.set(slba + i, pblocks[i]);
+    this.stats.writeOps++;
+    this.stats.writeBytes += nlb * BLOCK_SIZE_BYTES;
+  }
+
+  #writeData(views: Buffer[], pblock: number): void {
+    let position = pblock * BLOCK_SIZE_BYTES;
+    let list = views;
+    for (let attempt = 0; attempt < 64 && list.length > 0; attempt++) {
+      const n = fs.writevSync(this.#dataFd, list, position);
+      const total = totalLength(list);
+      if (n >= total) return;
+      list = sliceChunks(list, n, total - n);
+      position += n;
+    }
+    if (list.length > 0) throw new Error('short write to the data file');
+  }
+
+  #openData(create: boolean): void {
+    if (this.#dataFd >= 0) return;
+    if (create) {
+      mkdirSync(this.dir, { recursive: true });
+      this.#dirNeedsSync = true;
+    }
+    this.#dataFd = fs.openSync(this.dataPath, create ? fs.constants.O_RDWR | fs.constants.O_CREAT : fs.constants.O_RDWR, 0o600);
+  }
+
+  /** Write Zeroes and Deallocate: the blocks read as zeroes afterwards and owned ones are freed. */
+  async writeZeroes(slba: number, nlb: number): Promise<void> {
+    this.#checkRange(slba, nlb);
+    if (this.#gate) await this.#gate;
+    this.#assertUsable();
+    this.zeroNow(slba, nlb);
+  }
+
+  zeroNow(slba: number, nlb: number): void {
+    const end = slba + nlb;
+    const freed = this.map.dropOwned(slba, end);
+    for (const p of freed) this.#pendingFree.push(p);
+    if (this.#dirtyWrites.size > 0) {
+      if (nlb < this.#dirtyWrites.size) for (let lba = slba; lba < end; lba++) this.#dirtyWrites.delete(lba);
+      else for (const lba of this.#dirtyWrites.keys()) if (lba >= slba && lba < end) this.#dirtyWrites.delete(lba);
+    }
+    // Past the replica's end blocks already read as zero; only the part over the replica needs a ZERO.
+    this.map.zero.add(slba, end);
+    this.#mapOps.push({ lba: slba, n: nlb, value: MAP_ZERO });
+  }
+
+  deallocate(slba: number, nlb: number): Promise<void> {
+    return this.writeZeroes(slba, nlb);
+  }
+
+  // ---- durability ----
+
+  /** Resolves when every write completed before the call is durable. */
+  flush(): Promise<void> {
+    const p = this.#flushTail.then(() => this.#flushOnce());
+    this.#flushTail = p.catch(() => {});
+    return p;
+  }
+
+  get dirty(): boolean {
+    return this.#mapOps.length > 0 || this.#dirtyWrites.size > 0;
+  }
+
+  async #flushOnce(): Promise<void> {
+    if (this.closed || !this.dirty) return;
+    const ops = this.#mapOps;
+    const writes = this.#dirtyWrites;
+    const freed = this.#pendingFree;
+    this.#mapOps = [];
+    this.#dirtyWrites = new Map();
+    this.#pendingFree = [];
+    const lsn = ++this.lsn;
+    const payloadEntries: MapEntry[] = [];
+    const payloads: Buffer[] = [];
+    try {
+      if (writes.size <= PAYLOAD_FLUSH_LIMIT_BLOCKS) {
+        for (const [lba, p] of writes) {
+          if (this.map.owned.get(lba) !== p) continue;
+          const buf = Buffer.allocUnsafe(BLOCK_SIZE_BYTES);
+          this.#readData(buf, p);
+          payloadEntries.push({ lba, n: 1, value: p });
+          payloads.push(buf);
+        }
+      } else {
+        await this.syncData();
+      }
+      const { buffers, length } = encodeRecord(RECORD_TYPE_MAP, lsn, this.id, [...ops, ...payloadEntries], payloads);
+      const journal = await this.#host.appendRecord(buffers, length);
+      this.journalRefs.add(journal);
+    } catch (err) {
+      // Nothing of this flush is known durable: keep its changes dirty so the next flush retries them.
+      this.#mapOps = ops.concat(this.#mapOps);
+      for (const [lba, p] of writes) if (!this.#dirtyWrites.has(lba)) this.#dirtyWrites.set(lba, p);
+      this.#pendingFree = freed.concat(this.#pendingFree);
+      throw new IoError(`flush of clone ${this.id} failed: ${(err as Error).message}`, { cause: err });
+    }
+    for (const p of freed) this.#free.push(p);
+    this.stats.flushes++;
+  }
+
+  /** fdatasync of the data file, and of the directories the first time. */
+  async syncData(): Promise<void> {
+    if (this.#dataFd < 0) return;
+    await fdatasync(this.#dataFd);
+    if (this.#dirNeedsSync) {
+      await fsyncDir(this.dir);
+      await fsyncDir(this.#host.clonesDir);
+      this.#dirNeedsSync = false;
+    }
+  }
+
+  // ---- reset and delete ----
+
+  /** Drops every change (refresh to the replica) in O(1): a durable RESET record, then the data is cut. */
+  reset(): Promise<void> {
+    this.#assertUsable();
+    const run = (async () => {
+      await this.#flushTail;
+      const lsn = ++this.lsn;
+      const { buffers, length } = encodeRecord(RECORD_TYPE_RESET, lsn, this.id, [], []);
+      const journal = await this.#host.appendRecord(buffers, length);
+      this.journalRefs.add(journal);
+      this.map = new BlockMap();
+      this.#mapOps = [];
+      this.#dirtyWrites = new Map();
+      this.#pendingFree = [];
+      this.#free = [];
+      if (this.#dataFd >= 0) fs.ftruncateSync(this.#dataFd, 0);
+      this.#host.releaseBlocks(this.dataBlocks);
+      this.dataBlocks = 0;
+    })();
+    this.#gate = run.finally(() => {
+      if (this.#gate === gate) this.#gate = undefined;
+    });
+    const gate = this.#gate;
+    return run;
+  }
+
+  /** Closes the clone and removes its files; its space is free when this resolves. */
+  async destroy(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.#flushTail.catch(() => {});
+    this.#closeFd();
+    await rm(this.dir, { recursive: true, force: true });
+    this.#host.releaseBlocks(this.dataBlocks);
+    this.dataBlocks = 0;
+  }
+
+  close(): void {
+    this.closed = true;
+    this.#closeFd();
+  }
+
+  #closeFd(): void {
+    if (this.#dataFd >= 0) {
+      fs.closeSync(this.#dataFd);
+      this.#dataFd = -1;
+    }
+  }
+
+  // ---- checkpoint and recovery (used by the pool) ----
+
+  /** Serialises the map for a checkpoint; see checkpoint-file.ts. */
+  snapshotForCheckpoint(): { lsn: number; map: BlockMap; dataBlocks: number; pendingFree: number[] } {
+    // Blocks freed so far are not referenced by this snapshot; once it is durable they may be reused.
+    const pendingFree = this.#pendingFree;
+    this.#pendingFree = [];
+    return { lsn: this.lsn, map: this.map, dataBlocks: this.dataBlocks, pendingFree };
+  }
+
+  checkpointDone(lsn: number, pendingFree: number[], journalIndex: 0 | 1 | undefined): void {
+    this.checkpointLsn = Math.max(this.checkpointLsn, lsn);
+    for (const p of pendingFree) this.#free.push(p);
+    if (journalIndex !== undefined) this.journalRefs.delete(journalIndex);
+  }
+
+  checkpointFailed(pendingFree: number[]): void {
+    this.#pendingFree = pendingFree.concat(this.#pendingFree);
+  }
+
+  /** Recovery: opens the existing data file, if any. */
+  openExistingData(): boolean {
+    try {
+      this.#openData(false);
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw err;
+    }
+  }
+
+  /** Recovery: writes a journalled payload back into the data file. */
+  redoPayload(pblock: number, payload: Buffer): void {
+    if (this.#dataFd < 0) this.#openData(true);
+    this.#writeData([payload], pblock);
+  }
+
+  /** Recovery: the data file was cut by a replayed RESET. */
+  truncateData(): void {
+    if (this.#dataFd >= 0) fs.ftruncateSync(this.#dataFd, 0);
+  }
+
+  /** Recovery: rebuilds the free list from the map and trims the data file. Returns false if the map points past the data. */
+  rebuildAllocation(): boolean {
+    let max = -1;
+    const used = new Set<number>();
+    for (const p of this.map.owned.values()) {
+      if (used.has(p)) return false; // two LBAs on one block: the map is damaged
+      used.add(p);
+      if (p > max) max = p;
+    }
+    let fileBlocks = 0;
+    if (this.#dataFd >= 0) fileBlocks = Math.floor(fs.fstatSync(this.#dataFd).size / BLOCK_SIZE_BYTES);
+    if (max >= fileBlocks && max >= 0) return false;
+    this.dataBlocks = max + 1;
+    if (this.#dataFd >= 0 && fileBlocks > this.dataBlocks) fs.ftruncateSync(this.#dataFd, this.dataBlocks * BLOCK_SIZE_BYTES);
+    this.#free = [];
+    for (let p = this.dataBlocks - 1; p >= 0; p--) if (!used.has(p)) this.#free.push(p);
+    return true;
+  }
+}

@@ -1,0 +1,121 @@
+// Byte layout of pool journal records. One record holds one clone's map changes from one flush, and
+// optionally the 4 KiB payloads of small flushes, under a single CRC32C: a torn record is discarded
+// whole. Numbers are little-endian; LBAs and block numbers are float64 (exact below 2^53).
+import { crc32c } from '@node-rs/crc32';
+import { BLOCK_SIZE_BYTES } from './block-size.ts';
+
+export const RECORD_HEADER_BYTES = 56;
+export const ENTRY_BYTES = 24;
+export const RECORD_TYPE_MAP = 1;
+export const RECORD_TYPE_RESET = 2;
+
+/** An entry maps [lba, lba+n) to value: a block number (consecutive for the run), MAP_ZERO or MAP_INHERIT. */
+export interface MapEntry {
+  lba: number;
+  n: number;
+  value: number;
+}
+
+export interface DecodedRecord {
+  type: number;
+  epoch: number;
+  lsn: number;
+  cloneId: string;
+  entries: MapEntry[];
+  /** Payload blocks belong to the last payloads.length entries (each n = 1). */
+  payloads: Buffer[];
+  length: number;
+}
+
+export function uuidToBytes(id: string, out: Buffer, offset: number): void {
+  out.write(id.replace(/-/g, ''), offset, 16, 'hex');
+}
+
+export function bytesToUuid(buf: Buffer, offset: number): string {
+  const h = buf.toString('hex', offset, offset + 16);
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+function pad8(n: number): number {
+  return (n + 7) & ~7;
+}
+
+/**
+ * Encodes a record as a gather list: [header+entries, ...payload views, padding]. The payload views are
+ * not copied. The epoch and CRC are filled in by sealRecord when the journal knows which file (epoch)
+ * the record goes to.
+ */
+export function encodeRecord(
+  type: number,
+  lsn: number,
+  cloneId: string,
+  entries: MapEntry[],
+  payloads: Buffer[],
+): { buffers: Buffer[]; length: number } {
+  const headLength = RECORD_HEADER_BYTES + entries.length * ENTRY_BYTES;
+  const rawLength = headLength + payloads.length * BLOCK_SIZE_BYTES;
+  const length = pad8(rawLength);
+  const head = Buffer.alloc(headLength);
+  head.writeUInt32LE(length, 4);
+  head.writeDoubleLE(lsn, 16);
+  uuidToBytes(cloneId, head, 24);
+  head.writeUInt16LE(type, 40);
+  head.writeUInt32LE(entries.length, 44);
+  head.writeUInt32LE(payloads.length, 48);
+  let off = RECORD_HEADER_BYTES;
+  for (const e of entries) {
+    head.writeDoubleLE(e.lba, off);
+    head.writeDoubleLE(e.n, off + 8);
+    head.writeDoubleLE(e.value, off + 16);
+    off += ENTRY_BYTES;
+  }
+  const buffers: Buffer[] = [head, ...payloads];
+  if (length > rawLength) buffers.push(Buffer.alloc(length - rawLength));
+  return { buffers, length };
+}
+
+/** Stamps the epoch of the journal file the record is written to and its CRC over everything but the CRC. */
+export function sealRecord(buffers: Buffer[], epoch: number): void {
+  const head = buffers[0];
+  head.writeDoubleLE(epoch, 8);
+  let crc = crc32c(head.subarray(4));
+  for (let i = 1; i < buffers.length; i++) crc = crc32c(buffers[i], crc);
+  head.writeUInt32LE(crc >>> 0, 0);
+}
+
+/**
+ * Decodes the record at `offset` of `buf` (a journal read into memory). Returns undefined for anything
+ * that is not a complete, intact record of `epoch`: the end of the log.
+ */
+export function decodeRecord(buf: Buffer, offset: number, epoch: number): DecodedRecord | undefined {
+  if (offset + RECORD_HEADER_BYTES > buf.length) return undefined;
+  const length = buf.readUInt32LE(offset + 4);
+  if (length < RECORD_HEADER_BYTES || length % 8 !== 0 || offset + length > buf.length) return undefined;
+  if (buf.readDoubleLE(offset + 8) !== epoch) return undefined;
+  const entryCount = buf.readUInt32LE(offset + 44);
+  const payloadCount = buf.readUInt32LE(offset + 48);
+  if (payloadCount > entryCount) return undefined;
+  if (RECORD_HEADER_BYTES + entryCount * ENTRY_BYTES + payloadCount * BLOCK_SIZE_BYTES > length) return undefined;
+  const crc = crc32c(buf.subarray(offset + 4, offset + length)) >>> 0;
+  if (crc !== buf.readUInt32LE(offset)) return undefined;
+  const entries: MapEntry[] = [];
+  let off = offset + RECORD_HEADER_BYTES;
+  for (let i = 0; i < entryCount; i++) {
+    entries.push({ lba: buf.readDoubleLE(off), n: buf.readDoubleLE(off + 8), value: buf.readDoubleLE(off + 16) });
+    off += ENTRY_BYTES;
+  }
+  const payloads: Buffer[] = [];
+  for (let i = 0; i < payloadCount; i++) {
+    payloads.push(buf.subarray(off, off + BLOCK_SIZE_BYTES));
+    off += BLOCK_SIZE_BYTES;
+  }
+  return {
+    type: buf.readUInt16LE(offset + 40),
+    epoch,
+    lsn: buf.readDoubleLE(offset + 16),
+    cloneId: bytesToUuid(buf, offset + 24),
+    entries,
+    payloads,
+    length,
+  };
+}

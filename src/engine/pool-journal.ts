@@ -1,0 +1,244 @@
+// The pool journal: two preallocated files used in turn. Flushes of all clones of a pool append their
+// records here and share one fdatasync per batch (group commit). When the active file is half full the
+// journal switches to the other one and the pool checkpoints every clone that has records in the old
+// file, after which the old file may be overwritten. Records of an older epoch are never replayed.
+import fs from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { crc32c } from '@node-rs/crc32';
+import { fdatasync } from './fs-callbacks.ts';
+import { decodeRecord, sealRecord, type DecodedRecord } from './journal-record.ts';
+
+export const JOURNAL_HEADER_BYTES = 4096;
+export const DEFAULT_JOURNAL_BYTES = 32 * 1024 * 1024;
+const MAGIC = 'THKJNL01';
+
+interface JournalFile {
+  index: 0 | 1;
+  path: string;
+  fd: number;
+  epoch: number;
+  /** Next append position. */
+  offset: number;
+  /** True while it holds records that checkpoints have not yet made obsolete. */
+  inUse: boolean;
+}
+
+interface Pending {
+  buffers: Buffer[];
+  length: number;
+  resolve: (journal: 0 | 1) => void;
+  reject: (err: unknown) => void;
+}
+
+function writevAt(fd: number, buffers: Buffer[], position: number): Promise<number> {
+  return new Promise((resolve, reject) => fs.writev(fd, buffers, position, (err, n) => (err ? reject(err) : resolve(n))));
+}
+
+function encodeHeader(epoch: number): Buffer {
+  const h = Buffer.alloc(JOURNAL_HEADER_BYTES);
+  h.write(MAGIC, 0, 'latin1');
+  h.writeDoubleLE(epoch, 8);
+  h.writeUInt32LE(crc32c(h.subarray(0, 16)) >>> 0, 16);
+  return h;
+}
+
+function decodeHeader(h: Buffer): number | undefined {
+  if (h.length < 20 || h.toString('latin1', 0, 8) !== MAGIC) return undefined;
+  if ((crc32c(h.subarray(0, 16)) >>> 0) !== h.readUInt32LE(16)) return undefined;
+  return h.readDoubleLE(8);
+}
+
+export class PoolJournal {
+  readonly capacityBytes: number;
+  #dir: string;
+  #files: JournalFile[] = [];
+  #active!: JournalFile;
+  #queue: Pending[] = [];
+  #committing = false;
+  #waitForFree: Array<() => void> = [];
+  /** Called when the active file passes half full and the other file is free: the pool should checkpoint. */
+  onSwitch: (oldIndex: 0 | 1) => void = () => {};
+  commits = 0;
+  bytesWritten = 0;
+
+  constructor(dir: string, capacityBytes = DEFAULT_JOURNAL_BYTES) {
+    this.#dir = dir;
+    this.capacityBytes = capacityBytes;
+  }
+
+  get activeIndex(): 0 | 1 {
+    return this.#active.index;
+  }
+
+  /**
+   * Opens (creating and preallocating if needed) both files and returns their intact records, oldest
+   * epoch first, for replay. Call start() once replay and the recovery checkpoint are done.
+   */
+  async open(): Promise<DecodedRecord[]> {
+    await mkdir(this.#dir, { recursive: true });
+    const records: Array<{ epoch: number; list: DecodedRecord[] }> = [];
+    for (const index of [0, 1] as const) {
+      const file = path.join(this.#dir, `${index}.jnl`);
+      let fd: number;
+      let created = false;
+      try {
+        fd = fs.openSync(file, 'r+');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        fd = fs.openSync(file, 'w+', 0o600);
+        created = true;
+      }
+      const size = fs.fstatSync(fd).size;
+      if (created || size < this.capacityBytes) await this.#preallocate(fd, size);
+      const head = Buffer.alloc(JOURNAL_HEADER_BYTES);
+      fs.readSync(fd, head, 0, JOURNAL_HEADER_BYTES, 0);
+      const epoch = decodeHeader(head) ?? 0;
+      this.#files.push({ index, path: file, fd, epoch, offset: JOURNAL_HEADER_BYTES, inUse: false });
+      if (epoch > 0) {
+        const list: DecodedRecord[] = [];
+        const buf = Buffer.allocUnsafe(this.capacityBytes);
+        const n = fs.readSync(fd, buf, 0, this.capacityBytes, 0);
+        let off = JOURNAL_HEADER_BYTES;
+        for (let i = 0; i < 10_000_000 && off < n; i++) {
+          const rec = decodeRecord(buf.subarray(0, n), off, epoch);
+          if (!rec) break;
+          list.push(rec);
+          off += rec.length;
+        }
+        records.push({ epoch, list });
+      }
+    }
+    records.sort((a, b) => a.epoch - b.epoch);
+    return records.flatMap((r) => r.list);
+  }
+
+  /** Fills the file with zeroes so appends never need new space: a full pool must still be able to flush. */
+  async #preallocate(fd: number, from: number): Promise<void> {
+    const chunk = Buffer.alloc(1024 * 1024);
+    for (let pos = from - (from % chunk.length); pos < this.capacityBytes; pos += chunk.length) {
+      fs.writeSync(fd, chunk, 0, Math.min(chunk.length, this.capacityBytes - pos), pos);
+    }
+    await fdatasync(fd);
+  }
+
+  /** Starts a fresh epoch on file 0 after recovery; both files' old records are obsolete. */
+  async start(): Promise<void> {
+    const epoch = Math.max(this.#files[0].epoch, this.#files[1].epoch) + 1;
+    await this.#activate(this.#files[0], epoch);
+    // The other file's records are older than every checkpoint now; make sure they are never replayed.
+    const other = this.#files[1];
+    fs.writeSync(other.fd, Buffer.alloc(JOURNAL_HEADER_BYTES), 0, JOURNAL_HEADER_BYTES, 0);
+    await fdatasync(other.fd);
+    other.epoch = 0;
+    other.inUse = false;
+  }
+
+  async #activate(file: JournalFile, epoch: number): Promise<void> {
+    // Stale records after the header are harmless (their epoch differs), but an all-zero first record
+    // slot makes a scan stop at once.
+    fs.writeSync(file.fd, encodeHeader(epoch), 0, JOURNAL_HEADER_BYTES, 0);
+    fs.writeSync(file.fd, Buffer.alloc(512), 0, 512, JOURNAL_HEADER_BYTES);
+    await fdatasync(file.fd);
+    file.epoch = epoch;
+    file.offset = JOURNAL_HEADER_BYTES;
+    file.inUse = true;
+    this.#active = file;
+  }
+
+  get epoch(): number {
+    return this.#active.epoch;
+  }
+
+  /** Marks a file's records obsolete (every clone with records in it has been checkpointed). */
+  release(index: 0 | 1): void {
+    if (this.#active.index === index) return;
+    this.#files[index].inUse = false;
+    for (const w of this.#waitForFree.splice(0)) w();
+  }
+
+  /**
+   * Appends a record and resolves, with the file it went to, once it is durable. Records appended by
+   * concurrent callers are written together and share one fdatasync.
+   */
+  append(buffers: Buffer[], length: number): Promise<0 | 1> {
+    if (length > this.capacityBytes / 4) return Promise.reject(new Error(`journal record of ${length} bytes is too large`));
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ buffers, length, resolve, reject });
+      if (!this.#committing) void this.#commitLoop();
+    });
+  }
+
+  async #commitLoop(): Promise<void> {
+    this.#committing = true;
+    try {
+      for (let round = 0; this.#queue.length > 0 && round < 1_000_000; round++) {
+        // A batch is capped at a quarter of a file so it always fits after a switch.
+        let take = 0;
+        let bytes = 0;
+        while (take < this.#queue.length && (take === 0 || bytes + this.#queue[take].length <= this.capacityBytes / 4)) {
+          bytes += this.#queue[take].length;
+          take++;
+        }
+        const batch = this.#queue.splice(0, take);
+        try {
+          await this.#ensureRoom(bytes);
+          const file = this.#active;
+          for (const p of batch) sealRecord(p.buffers, file.epoch);
+          const buffers = batch.flatMap((p) => p.buffers);
+          let written = 0;
+          for (let i = 0; i < 100 && written < bytes; i++) {
+            written += await writevAt(file.fd, written === 0 ? buffers : sliceBuffers(buffers, written), file.offset + written);
+          }
+          await fdatasync(file.fd);
+          file.offset += bytes;
+          this.commits++;
+          this.bytesWritten += bytes;
+          for (const p of batch) p.resolve(file.index);
+        } catch (err) {
+          for (const p of batch) p.reject(err);
+        }
+      }
+    } finally {
+      this.#committing = false;
+    }
+  }
+
+  async #ensureRoom(bytes: number): Promise<void> {
+    const active = this.#active;
+    const half = JOURNAL_HEADER_BYTES + (this.capacityBytes - JOURNAL_HEADER_BYTES) / 2;
+    if (active.offset + bytes <= half) return;
+    const other = this.#files[active.index === 0 ? 1 : 0];
+    if (!other.inUse) {
+      await this.#switchTo(other, active);
+      return;
+    }
+    if (active.offset + bytes <= this.capacityBytes) return;
+    // Both files hold live records: wait for the running checkpoint to release the other one.
+    for (let i = 0; i < 10_000 && other.inUse; i++) await new Promise<void>((r) => this.#waitForFree.push(r));
+    await this.#switchTo(other, active);
+  }
+
+  async #switchTo(next: JournalFile, old: JournalFile): Promise<void> {
+    await this.#activate(next, old.epoch + 1);
+    this.onSwitch(old.index);
+  }
+
+  close(): void {
+    for (const f of this.#files) fs.closeSync(f.fd);
+    this.#files = [];
+  }
+}
+
+function sliceBuffers(buffers: Buffer[], skip: number): Buffer[] {
+  const out: Buffer[] = [];
+  for (const b of buffers) {
+    if (skip >= b.length) {
+      skip -= b.length;
+      continue;
+    }
+    out.push(skip > 0 ? b.subarray(skip) : b);
+    skip = 0;
+  }
+  return out;
+}
