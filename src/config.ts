@@ -12,6 +12,9 @@ export interface Config {
   discoveryPort: number;
   adminToken: string | undefined;
   logLevel: string;
+  replicaCacheBytes: number;
+  /** Size of each of a pool's two journal files. */
+  journalBytes: number;
 }
 
 export class ConfigError extends Error {
@@ -73,6 +76,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`THICKET_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
   }
 
+  const cacheRaw = get('THICKET_REPLICA_CACHE_BYTES', String(256 * 1024 * 1024));
+  if (!/^\d+$/.test(cacheRaw) || Number(cacheRaw) > 2 ** 46) {
+    throw new ConfigError(`THICKET_REPLICA_CACHE_BYTES must be a number of bytes (0 disables the cache), got "${cacheRaw}"`);
+  }
+  const replicaCacheBytes = Number(cacheRaw);
+
+  const journalRaw = get('THICKET_JOURNAL_BYTES', String(32 * 1024 * 1024));
+  if (!/^\d+$/.test(journalRaw) || Number(journalRaw) < 1024 * 1024 || Number(journalRaw) > 2 ** 34) {
+    throw new ConfigError(`THICKET_JOURNAL_BYTES must be a number of bytes of at least 1048576, got "${journalRaw}"`);
+  }
+  const journalBytes = Number(journalRaw);
+
   return {
     dataDir,
     databaseUrl,
@@ -83,6 +98,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     discoveryPort,
     adminToken,
     logLevel,
+    replicaCacheBytes,
+    journalBytes,
   };
 }
 
@@ -95,5 +112,7 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; defaultValue: strin
   { name: 'THICKET_NVME_PORT', defaultValue: '4420', meaning: 'NVMe/TCP I/O port' },
   { name: 'THICKET_DISCOVERY_PORT', defaultValue: '8009', meaning: 'NVMe/TCP discovery port' },
   { name: 'THICKET_ADMIN_TOKEN', defaultValue: '(unset)', meaning: 'admin bearer token; unset means one is generated on first start, printed once and stored only as a hash' },
+  { name: 'THICKET_REPLICA_CACHE_BYTES', defaultValue: '268435456', meaning: 'RAM for the shared replica block cache (all clones of all replicas)' },
+  { name: 'THICKET_JOURNAL_BYTES', defaultValue: '33554432', meaning: 'size of each of the two preallocated journal files per storage pool' },
   { name: 'THICKET_LOG_LEVEL', defaultValue: 'info', meaning: 'pino log level' },
 ];

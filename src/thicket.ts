@@ -18,6 +18,8 @@ import { TemplateService } from './control/registry/template.service.ts';
 import { MoveReplicaJob, PromoteReplicaJob, VerifyReplicaJob } from './control/replicas/replica-jobs.ts';
 import { ReplicaService } from './control/replicas/replica.service.ts';
 import { StoragePoolService } from './control/storage-pools/storage-pool.service.ts';
+import { CloneService } from './control/clones/clone.service.ts';
+import { DataplaneClient } from './dataplane/client.ts';
 import { openDatabase, redactUrl } from './db/database.ts';
 import { migrate } from './db/migrator.ts';
 import { sql } from 'kysely';
@@ -65,11 +67,15 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
     const db = database.db;
 
     const { verifier, generatedToken } = await loadAdminToken(db, config.adminToken);
+    const dataplane = new DataplaneClient({ replicaCacheBytes: config.replicaCacheBytes, journalBytes: config.journalBytes });
+    dataplane.onBackgroundError = (message) => log.error({ message }, 'data plane background error');
+    cleanups.push(() => dataplane.close());
     const logError = (err: unknown) => log.error({ err }, 'unexpected error');
     const events = new EventBus(db, logError);
     const jobs = new JobRunner(db, events, { log, ...options.jobRunner });
     const storagePools = new StoragePoolService(db, events);
     const templates = new TemplateService(db, events, config.dataDir);
+    const clones = new CloneService(db, events, dataplane);
     const replicas = new ReplicaService(db, events, () => jobs.kick());
     const deps = { db, events, versionImagePath: (t: string, v: string) => templates.versionImagePath(t, v) };
     jobs.register(new PromoteReplicaJob(deps));
@@ -77,6 +83,12 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
     jobs.register(new MoveReplicaJob(deps));
 
     await storagePools.ensureDefaults(config.dataDir);
+    for (const report of await clones.openPools()) {
+      if (report.failed.length) log.error({ poolId: report.poolId, failed: report.failed }, 'clones with damaged files are marked failed');
+      if (report.removedOrphans.length) log.info({ poolId: report.poolId, clones: report.removedOrphans }, 'removed clone files that no clone row owns');
+    }
+    const usageTimer = setInterval(() => void clones.syncUsage().catch(logError), 5_000);
+    cleanups.push(() => clearInterval(usageTimer));
     const sweptTemplates = await templates.sweepOrphans();
     if (sweptTemplates.length) log.info({ files: sweptTemplates }, 'removed template files left by an interrupted upload');
     // Jobs resume before the replica sweep, so partial files of jobs that will resume are kept.
@@ -96,6 +108,7 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
       storagePools,
       templates,
       replicas,
+      clones,
       jobs: new JobService(db, jobs),
       logError,
       async health() {

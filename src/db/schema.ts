@@ -15,6 +15,7 @@ export interface StoragePoolsTable {
   name: string;
   path: string;
   tier: string;
+  capacity_bytes: number | null;
   created_at: Timestamp;
 }
 
@@ -63,7 +64,9 @@ export interface ClonesTable {
   unique_bytes: Generated<number>;
   qos_iops: number | null;
   qos_bytes_per_second: number | null;
+  error: string | null;
   created_at: Timestamp;
+  updated_at: Timestamp;
 }
 
 export const JOB_STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;

@@ -43,6 +43,8 @@ export function testConfig(dataDir: string, databaseUrl: string | undefined): Co
     discoveryPort: 8009,
     adminToken: TEST_ADMIN_TOKEN,
     logLevel: 'silent',
+    replicaCacheBytes: 16 * 1024 * 1024,
+    journalBytes: 2 * 1024 * 1024,
   };
 }
 

@@ -15,7 +15,7 @@ export class StoragePoolRepository {
     return db.selectFrom('storage_pools').selectAll().where('name', '=', name).executeTakeFirst();
   }
 
-  async insert(db: Executor, row: { id: string; name: string; path: string; tier: string }): Promise<StoragePoolRow> {
+  async insert(db: Executor, row: { id: string; name: string; path: string; tier: string; capacity_bytes?: number | null }): Promise<StoragePoolRow> {
     return db.insertInto('storage_pools').values(row).returningAll().executeTakeFirstOrThrow();
   }
 

@@ -1,0 +1,75 @@
+// The data-plane thread: owns the engine (and the NVMe/TCP target) so that database, HTTP and JSON work
+// on the main thread never stalls block I/O.
+import { parentPort, workerData } from 'node:worker_threads';
+import { Engine } from '../engine/engine.ts';
+import { EngineError } from '../engine/errors.ts';
+import type { DataplaneOps, DataplaneOptions, DataplaneRequest, DataplaneResponse, OpName, PoolUsage } from './protocol.ts';
+
+const options = workerData as DataplaneOptions;
+const engine = new Engine({ replicaCacheBytes: options.replicaCacheBytes, journalBytes: options.journalBytes, reserveBytes: options.reserveBytes });
+engine.onError = (err) => parentPort?.postMessage({ id: -1, ok: false, error: { code: 'BACKGROUND', message: String((err as Error)?.message ?? err), name: 'Error' } });
+
+type Handlers = { [K in OpName]: (args: Parameters<DataplaneOps[K]>[0]) => ReturnType<DataplaneOps[K]> | Promise<ReturnType<DataplaneOps[K]>> };
+
+const handlers: Handlers = {
+  openPool: ({ pool, clones }) => engine.openPool(pool, clones),
+  async closePool({ poolId }) {
+    const pool = engine.pools.get(poolId);
+    if (!pool) return;
+    if (pool.clones.size > 0) throw new EngineError('POOL_BUSY', `storage pool ${poolId} still has clones`);
+    await pool.close();
+    engine.pools.delete(poolId);
+  },
+  createClones({ clones }) {
+    engine.createClones(clones);
+  },
+  deleteClone: ({ id }) => engine.deleteClone(id),
+  resetClone: ({ id }) => engine.resetClone(id),
+  setQos({ id, qos }) {
+    engine.setQos(id, qos);
+  },
+  cloneInfo({ ids }) {
+    if (ids) return ids.filter((id) => engine.hasClone(id)).map((id) => engine.info(id));
+    const out = [];
+    for (const pool of engine.pools.values()) for (const id of pool.clones.keys()) out.push(engine.info(id));
+    return out;
+  },
+  poolUsage({ poolId }) {
+    const out: PoolUsage[] = [];
+    for (const pool of engine.pools.values()) {
+      if (poolId && pool.id !== poolId) continue;
+      out.push({ poolId: pool.id, ...pool.usage() });
+    }
+    return out;
+  },
+  repointReplica({ replicaId, path }) {
+    engine.repointReplica(replicaId, path);
+  },
+  releaseReplica({ replicaId }) {
+    engine.releaseReplica(replicaId);
+  },
+  reparentClones({ cloneIds, replica }) {
+    for (const id of cloneIds) engine.reparentClone(id, replica);
+  },
+  cacheStats: () => engine.cache.getStats(),
+  ping: () => ({ ok: true }),
+};
+
+parentPort!.on('message', async (msg: DataplaneRequest | { op: 'shutdown' }) => {
+  if (msg.op === 'shutdown') {
+    await engine.close().catch(() => {});
+    parentPort!.postMessage({ id: -2, ok: true, result: null });
+    return;
+  }
+  const req = msg as DataplaneRequest;
+  let res: DataplaneResponse;
+  try {
+    const handler = handlers[req.op] as (args: unknown) => unknown;
+    if (!handler) throw new EngineError('UNKNOWN_OP', `unknown data-plane operation ${req.op}`);
+    res = { id: req.id, ok: true, result: await handler(req.args) };
+  } catch (err) {
+    const e = err as Error & { code?: string };
+    res = { id: req.id, ok: false, error: { code: e.code ?? 'INTERNAL', message: e.message, name: e.name } };
+  }
+  parentPort!.postMessage(res);
+});
