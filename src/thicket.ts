@@ -77,12 +77,29 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
     const templates = new TemplateService(db, events, config.dataDir);
     const clones = new CloneService(db, events, dataplane);
     const replicas = new ReplicaService(db, events, () => jobs.kick());
-    const deps = { db, events, versionImagePath: (t: string, v: string) => templates.versionImagePath(t, v) };
+    const deps = {
+      db,
+      events,
+      versionImagePath: (t: string, v: string) => templates.versionImagePath(t, v),
+      repointReplica: (replicaId: string, path: string) => dataplane.call('repointReplica', { replicaId, path }),
+    };
     jobs.register(new PromoteReplicaJob(deps));
     jobs.register(new VerifyReplicaJob(deps));
     jobs.register(new MoveReplicaJob(deps));
 
     await storagePools.ensureDefaults(config.dataDir);
+    storagePools.attachEngine({
+      openPool: (poolId) => clones.openPool(poolId),
+      closePool: (poolId) => dataplane.call('closePool', { poolId }),
+      async usage() {
+        const list = await dataplane.call('poolUsage', {});
+        return new Map(list.map((u) => [u.poolId, u]));
+      },
+    });
+    replicas.attachEngine({
+      sharedBytesByReplica: () => clones.sharedBytesByReplica(),
+      releaseReplica: (replicaId) => dataplane.call('releaseReplica', { replicaId }),
+    });
     for (const report of await clones.openPools()) {
       if (report.failed.length) log.error({ poolId: report.poolId, failed: report.failed }, 'clones with damaged files are marked failed');
       if (report.removedOrphans.length) log.info({ poolId: report.poolId, clones: report.removedOrphans }, 'removed clone files that no clone row owns');

@@ -1,15 +1,19 @@
 // The Hono application: auth, routes, error mapping. No business logic lives here.
 import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
 import type { EventBus } from '../control/events/event-bus.ts';
 import type { JobService } from '../control/jobs/job.service.ts';
 import type { TemplateService } from '../control/registry/template.service.ts';
 import type { ReplicaService } from '../control/replicas/replica.service.ts';
 import type { StoragePoolService } from '../control/storage-pools/storage-pool.service.ts';
+import type { CloneService } from '../control/clones/clone.service.ts';
+import { cloneDocs, cloneRoutes } from './routes/clones.routes.ts';
 import { AppError } from '../errors.ts';
 import { bearerToken, type TokenVerifier } from './auth.ts';
 import { errorBody, toErrorResponse } from './error-response.ts';
 import type { Metrics } from './metrics.ts';
 import { buildOpenApi, type RouteDoc } from './openapi.ts';
+import { MAX_JSON_BODY_BYTES } from './validation.ts';
 import { jobDocs, jobRoutes } from './routes/jobs.routes.ts';
 import { replicaDocs, replicaRoutes } from './routes/replicas.routes.ts';
 import { storagePoolDocs, storagePoolRoutes } from './routes/storage-pools.routes.ts';
@@ -23,6 +27,7 @@ export interface AppDeps {
   storagePools: StoragePoolService;
   templates: TemplateService;
   replicas: ReplicaService;
+  clones: CloneService;
   jobs: JobService;
   health(): Promise<{ ok: boolean; database: string; detail?: string }>;
   logError(err: unknown): void;
@@ -42,7 +47,7 @@ const systemDocs: RouteDoc[] = [
 ];
 
 export function allRouteDocs(): RouteDoc[] {
-  return [...systemDocs, ...storagePoolDocs, ...templateDocs, ...replicaDocs, ...jobDocs];
+  return [...systemDocs, ...storagePoolDocs, ...templateDocs, ...replicaDocs, ...cloneDocs, ...jobDocs];
 }
 
 export function createApp(deps: AppDeps): Hono {
@@ -74,17 +79,34 @@ export function createApp(deps: AppDeps): Hono {
     await next();
   });
 
+  // Only image uploads may be large. Every other body is cut off as soon as it passes the JSON limit, also
+  // when it is chunked and declares no length, instead of being read whole into memory first.
+  const limitBody = bodyLimit({
+    maxSize: MAX_JSON_BODY_BYTES,
+    onError: () => {
+      throw new AppError('PAYLOAD_TOO_LARGE', `JSON bodies are limited to ${MAX_JSON_BODY_BYTES} bytes`);
+    },
+  });
+  app.use('/api/*', async (c, next) => {
+    const contentType = (c.req.header('content-type') ?? '').split(';')[0].trim().toLowerCase();
+    const upload = /^\/api\/v1\/templates\/[^/]+\/versions\/?$/.test(c.req.path) && (contentType === 'application/octet-stream' || contentType === '');
+    return upload ? next() : limitBody(c, next);
+  });
+
   app.get('/api/v1/openapi.json', (c) => c.json(openapi));
   app.get('/api/v1/events', (c) => c.json(errorBody('UPGRADE_REQUIRED', 'this endpoint is a WebSocket; send an Upgrade: websocket request'), 426));
   app.route('/api/v1/storage-pools', storagePoolRoutes(deps.storagePools));
   app.route('/api/v1/templates', templateRoutes(deps.templates));
   app.route('/api/v1/replicas', replicaRoutes(deps.replicas));
+  app.route('/api/v1/clones', cloneRoutes(deps.clones));
   app.route('/api/v1/jobs', jobRoutes(deps.jobs));
 
   app.notFound((c) => c.json(errorBody('NOT_FOUND', `no route for ${c.req.method} ${c.req.path}`), 404));
   app.onError((err, c) => {
     const { status, body } = toErrorResponse(err, deps.logError);
     if (status === 401) c.header('WWW-Authenticate', 'Bearer');
+    // The rest of an oversized body is never read: tell the client this connection cannot be reused.
+    if (status === 413) c.header('Connection', 'close');
     return c.json(body, status);
   });
   return app;

@@ -8,6 +8,7 @@ export const createStoragePoolBody = z.strictObject({
   name: nameSchema,
   path: z.string().min(1, 'must not be empty').max(4096),
   tier: z.string().regex(/^[a-z][a-z0-9-]{0,31}$/, 'must be a lowercase label such as "fast" or "capacity"'),
+  capacityBytes: z.number({ message: 'must be a number' }).int('must be an integer').min(256 * 1024 * 1024, 'must be at least 268435456 (256 MiB)').max(2 ** 52).optional(),
 });
 
 export const storagePoolDocs: RouteDoc[] = [

@@ -12,6 +12,8 @@ export interface ReplicaDto {
   sizeBytes: number;
   sha256: string;
   cloneCount: number;
+  /** Bytes of this replica its clones read instead of owning (summed over clones). */
+  sharedBytes: number;
   error: string | null;
   createdAt: string;
   updatedAt: string;
@@ -29,6 +31,7 @@ export function toReplicaDto(row: ReplicaRow | ReplicaWithCount): ReplicaDto {
     sizeBytes: Number(row.size_bytes),
     sha256: row.sha256,
     cloneCount: 'clone_count' in row ? Number(row.clone_count) : 0,
+    sharedBytes: 0,
     error: row.error,
     createdAt: new Date(row.created_at).toISOString(),
     updatedAt: new Date(row.updated_at).toISOString(),

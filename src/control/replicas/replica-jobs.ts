@@ -22,6 +22,8 @@ interface Deps {
   db: Kysely<Database>;
   events: EventBus;
   versionImagePath: (templateId: string, versionId: string) => string;
+  /** Points the engine's open replica (and so every clone of it) at the new copy. */
+  repointReplica?: (replicaId: string, path: string) => Promise<void>;
 }
 
 const replicas = new ReplicaRepository();
@@ -188,6 +190,8 @@ export class MoveReplicaJob implements JobHandler {
       sha256: replica.sha256,
       movedAt: new Date().toISOString(),
     });
+    // Clones keep serving throughout: they read the old copy until this switch, the new one after it.
+    await this.#deps.repointReplica?.(replicaId, replicaImagePath(to.path, replicaId));
     await replicas.setStoragePool(db, replicaId, toPoolId);
     await removeReplicaFiles(from.path, replicaId);
     ctx.result({ item: replicaId, status: 'succeeded' });

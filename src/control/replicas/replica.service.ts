@@ -18,6 +18,12 @@ import { toReplicaDto, type ReplicaDto } from './replica-dto.ts';
 import { removeReplicaFiles } from './replica-files.ts';
 import { REPLICA_JOB_KINDS } from './replica-jobs.ts';
 
+/** What replicas need from the block engine. */
+export interface ReplicaEngine {
+  sharedBytesByReplica(): Promise<Map<string, number>>;
+  releaseReplica(replicaId: string): Promise<void>;
+}
+
 export class ReplicaService {
   #db: Kysely<Database>;
   #events: EventBus;
@@ -26,6 +32,7 @@ export class ReplicaService {
   #pools = new StoragePoolRepository();
   #templates = new TemplateRepository();
   #jobs = new JobRepository();
+  #engine: ReplicaEngine | undefined;
 
   constructor(db: Kysely<Database>, events: EventBus, kickJobs: () => void) {
     this.#db = db;
@@ -33,14 +40,23 @@ export class ReplicaService {
     this.#kick = kickJobs;
   }
 
+  attachEngine(engine: ReplicaEngine): void {
+    this.#engine = engine;
+  }
+
+  async #shared(): Promise<Map<string, number>> {
+    return this.#engine ? this.#engine.sharedBytesByReplica() : new Map();
+  }
+
   async list(filter: { storagePoolId?: string; templateId?: string } = {}): Promise<ReplicaDto[]> {
-    return (await this.#replicas.list(this.#db, filter)).map(toReplicaDto);
+    const shared = await this.#shared();
+    return (await this.#replicas.list(this.#db, filter)).map((r) => ({ ...toReplicaDto(r), sharedBytes: shared.get(r.id) ?? 0 }));
   }
 
   async get(id: string): Promise<ReplicaDto> {
     const row = await this.#replicas.get(this.#db, id);
     if (!row) throw new AppError('REPLICA_NOT_FOUND', `replica ${id} does not exist`);
-    return toReplicaDto(row);
+    return { ...toReplicaDto(row), sharedBytes: (await this.#shared()).get(id) ?? 0 };
   }
 
   async promote(input: { templateVersionId: string; storagePoolId: string }): Promise<{ replica: ReplicaDto; job: JobDto }> {
@@ -130,6 +146,7 @@ export class ReplicaService {
       }
       throw err;
     }
+    await this.#engine?.releaseReplica(id);
     if (poolPath) await removeReplicaFiles(poolPath, id);
     this.#events.emit('replica.deleted', { replicaId: id });
   }

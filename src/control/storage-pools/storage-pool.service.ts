@@ -1,6 +1,6 @@
 // Storage pools: directories with a tier label. Policy only; SQL lives in the repository.
 import { randomUUID } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import type { Kysely } from 'kysely';
 import type { Database, StoragePoolRow } from '../../db/schema.ts';
@@ -11,11 +11,20 @@ import { checkPoolPath, poolCapacity, preparePoolDirectories } from '../../engin
 import { AppError } from '../../errors.ts';
 import type { EventBus } from '../events/event-bus.ts';
 
+/** What the storage pool service needs from the block engine (the data plane). */
+export interface PoolEngine {
+  openPool(poolId: string): Promise<unknown>;
+  closePool(poolId: string): Promise<void>;
+  usage(): Promise<Map<string, { cloneDataBytes: number; uniqueBytes: number }>>;
+}
+
 export interface StoragePoolDto {
   id: string;
   name: string;
   path: string;
   tier: string;
+  /** A configured limit below the device's size, or null. */
+  configuredCapacityBytes: number | null;
   createdAt: string;
   usage: {
     capacityBytes: number;
@@ -38,14 +47,22 @@ export class StoragePoolService {
   #repo = new StoragePoolRepository();
   #settings = new SettingsRepository();
   #events: EventBus;
+  #engine: PoolEngine | undefined;
+  /** Thicket's data directory, learnt from ensureDefaults (always called at start-up). */
+  #dataDir: string | undefined;
 
   constructor(db: Kysely<Database>, events: EventBus) {
     this.#db = db;
     this.#events = events;
   }
 
+  attachEngine(engine: PoolEngine): void {
+    this.#engine = engine;
+  }
+
   /** On the very first start, creates the `fast` and `capacity` pools under <data>/pools. */
   async ensureDefaults(dataDir: string): Promise<void> {
+    this.#dataDir = path.resolve(dataDir);
     const done = await this.#settings.get<boolean>(this.#db, 'bootstrap.default_storage_pools');
     if (done) return;
     for (const pool of DEFAULT_POOLS) {
@@ -64,11 +81,16 @@ export class StoragePoolService {
 
   async list(): Promise<StoragePoolDto[]> {
     const rows = await this.#repo.list(this.#db);
-    return Promise.all(rows.map((row) => this.#toDto(row)));
+    const engineUsage = await this.#engineUsage();
+    return Promise.all(rows.map((row) => this.#toDto(row, engineUsage)));
   }
 
   async get(id: string): Promise<StoragePoolDto> {
-    return this.#toDto(await this.getRow(id));
+    return this.#toDto(await this.getRow(id), await this.#engineUsage());
+  }
+
+  async #engineUsage() {
+    return this.#engine ? this.#engine.usage() : new Map<string, { cloneDataBytes: number; uniqueBytes: number }>();
   }
 
   async getRow(id: string): Promise<StoragePoolRow> {
@@ -77,28 +99,57 @@ export class StoragePoolService {
     return row;
   }
 
-  async create(input: { name: string; path: string; tier: string }): Promise<StoragePoolDto> {
+  async create(input: { name: string; path: string; tier: string; capacityBytes?: number }): Promise<StoragePoolDto> {
     const poolPath = path.normalize(input.path).replace(/(.)\/+$/, '$1');
     const problem = await checkPoolPath(poolPath);
     if (problem) throw new AppError('INVALID_STORAGE_POOL_PATH', `path: ${problem}`, { field: 'path', path: input.path });
+    // Paths are compared after resolving symbolic links: two pools sharing one directory would each take
+    // the other's replica files for orphans and delete them.
+    const real = await realpathOr(poolPath);
+    await this.#refuseDataDirectory(real, input.path);
     const existing = await this.#repo.list(this.#db);
     for (const other of existing) {
       if (other.name === input.name) throw new AppError('NAME_TAKEN', `a storage pool named "${input.name}" already exists`, { field: 'name' });
-      if (other.path === poolPath) throw new AppError('CONFLICT', `storage pool "${other.name}" already uses ${poolPath}`, { field: 'path' });
-      if (poolPath.startsWith(other.path + path.sep) || other.path.startsWith(poolPath + path.sep)) {
+      const otherReal = await realpathOr(other.path);
+      if (otherReal === real) throw new AppError('CONFLICT', `storage pool "${other.name}" already uses ${poolPath}`, { field: 'path' });
+      if (isInside(real, otherReal) || isInside(otherReal, real)) {
         throw new AppError('CONFLICT', `path ${poolPath} overlaps storage pool "${other.name}" at ${other.path}`, { field: 'path' });
       }
     }
     await preparePoolDirectories(poolPath);
     let row: StoragePoolRow;
     try {
-      row = await this.#repo.insert(this.#db, { id: randomUUID(), name: input.name, path: poolPath, tier: input.tier });
+      row = await this.#repo.insert(this.#db, { id: randomUUID(), name: input.name, path: poolPath, tier: input.tier, capacity_bytes: input.capacityBytes ?? null });
     } catch (err) {
       if (isUniqueViolation(err)) throw new AppError('NAME_TAKEN', `a storage pool with that name or path already exists`);
       throw err;
     }
+    if (this.#engine) {
+      try {
+        await this.#engine.openPool(row.id);
+      } catch (err) {
+        await this.#repo.delete(this.#db, row.id);
+        throw err;
+      }
+    }
     this.#events.emit('storage-pool.created', { storagePoolId: row.id, name: row.name, tier: row.tier });
-    return this.#toDto(row);
+    return this.#toDto(row, await this.#engineUsage());
+  }
+
+  /**
+   * Thicket owns its data directory: its database and template files must not receive a pool's replicas/
+   * and clones/ directories (the template sweep at start-up would remove them). Only <data>/pools/ may
+   * hold further pools.
+   */
+  async #refuseDataDirectory(real: string, given: string): Promise<void> {
+    if (!this.#dataDir) return;
+    const dataDir = await realpathOr(this.#dataDir);
+    if (real === dataDir || (isInside(real, dataDir) && !isInside(real, path.join(dataDir, 'pools')))) {
+      throw new AppError('INVALID_STORAGE_POOL_PATH', `path: ${given} is inside Thicket's data directory; only ${path.join(dataDir, 'pools')} may hold storage pools there`, {
+        field: 'path',
+        path: given,
+      });
+    }
   }
 
   async delete(id: string): Promise<void> {
@@ -114,10 +165,11 @@ export class StoragePoolService {
       }
       await this.#repo.delete(trx, id);
     });
+    await this.#engine?.closePool(id);
     this.#events.emit('storage-pool.deleted', { storagePoolId: id });
   }
 
-  async #toDto(row: StoragePoolRow): Promise<StoragePoolDto> {
+  async #toDto(row: StoragePoolRow, engineUsage: Map<string, { cloneDataBytes: number; uniqueBytes: number }>): Promise<StoragePoolDto> {
     const usage = await this.#repo.usage(this.#db, row.id);
     let capacity = { capacityBytes: 0, usedBytes: 0, freeBytes: 0 };
     try {
@@ -125,15 +177,41 @@ export class StoragePoolService {
     } catch {
       // A pool whose device is gone reports zero capacity rather than failing the whole listing.
     }
+    const live = engineUsage.get(row.id);
+    const cloneBytes = live ? live.cloneDataBytes : usage.cloneBytes;
+    const configured = row.capacity_bytes === null || row.capacity_bytes === undefined ? null : Number(row.capacity_bytes);
+    if (configured !== null) {
+      // A configured capacity is the pool's own budget: what Thicket keeps there counts against it.
+      const used = usage.replicaBytes + cloneBytes;
+      capacity = {
+        capacityBytes: Math.min(configured, capacity.capacityBytes || configured),
+        usedBytes: used,
+        freeBytes: Math.max(0, Math.min(configured - used, capacity.freeBytes)),
+      };
+    }
     return {
       id: row.id,
       name: row.name,
       path: row.path,
       tier: row.tier,
+      configuredCapacityBytes: configured,
       createdAt: new Date(row.created_at).toISOString(),
-      usage: { ...capacity, replicaBytes: usage.replicaBytes, cloneBytes: usage.cloneBytes },
+      usage: { ...capacity, replicaBytes: usage.replicaBytes, cloneBytes },
       replicaCount: usage.replicaCount,
       cloneCount: usage.cloneCount,
     };
   }
+}
+
+async function realpathOr(p: string): Promise<string> {
+  try {
+    return await realpath(p);
+  } catch {
+    return path.resolve(p);
+  }
+}
+
+function isInside(child: string, parent: string): boolean {
+  const rel = path.relative(parent, child);
+  return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel);
 }
