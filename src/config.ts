@@ -8,6 +8,9 @@ export interface Config {
   httpHost: string;
   httpPort: number;
   nvmeAddr: string;
+  /** Address written into discovery log entries; never a wildcard. */
+  nvmeAdvertiseAddr: string | undefined;
+  nqnPrefix: string;
   nvmePort: number;
   discoveryPort: number;
   adminToken: string | undefined;
@@ -64,6 +67,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const http = parseHostPort('THICKET_HTTP_ADDR', get('THICKET_HTTP_ADDR', '127.0.0.1:8080'));
   const nvmeAddr = parseHost('THICKET_NVME_ADDR', get('THICKET_NVME_ADDR', '127.0.0.1'));
   const nvmePort = parsePort('THICKET_NVME_PORT', get('THICKET_NVME_PORT', '4420'));
+  const advertiseRaw = env.THICKET_NVME_ADVERTISE_ADDR;
+  let nvmeAdvertiseAddr = advertiseRaw ? parseHost('THICKET_NVME_ADVERTISE_ADDR', advertiseRaw) : undefined;
+  if (nvmeAdvertiseAddr === '0.0.0.0' || nvmeAdvertiseAddr === '::') {
+    throw new ConfigError('THICKET_NVME_ADVERTISE_ADDR must be an address hosts can dial, not a wildcard');
+  }
+  // Listening on a wildcard without an advertised address: each discovery answer uses the address the
+  // host connected to (never 0.0.0.0).
+  if (nvmeAdvertiseAddr === undefined && nvmeAddr !== '0.0.0.0' && nvmeAddr !== '::') nvmeAdvertiseAddr = nvmeAddr;
+  const nqnPrefix = get('THICKET_NQN_PREFIX', 'nqn.2026-11.io.thicket');
+  if (!/^nqn\.\d{4}-\d{2}\.[a-z0-9][a-z0-9.-]*[a-z0-9]$/i.test(nqnPrefix)) {
+    throw new ConfigError(`THICKET_NQN_PREFIX must look like nqn.yyyy-mm.reverse.domain, got "${nqnPrefix}"`);
+  }
   const discoveryPort = parsePort('THICKET_DISCOVERY_PORT', get('THICKET_DISCOVERY_PORT', '8009'));
 
   const adminToken = env.THICKET_ADMIN_TOKEN === undefined || env.THICKET_ADMIN_TOKEN === '' ? undefined : env.THICKET_ADMIN_TOKEN;
@@ -94,6 +109,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     httpHost: http.host,
     httpPort: http.port,
     nvmeAddr,
+    nvmeAdvertiseAddr,
+    nqnPrefix,
     nvmePort,
     discoveryPort,
     adminToken,
@@ -109,6 +126,8 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; defaultValue: strin
   { name: 'DATABASE_URL', defaultValue: '(unset)', meaning: 'PostgreSQL URL; unset means the embedded PGlite database in <data>/db' },
   { name: 'THICKET_HTTP_ADDR', defaultValue: '127.0.0.1:8080', meaning: 'HTTP API, WebSocket events and web UI' },
   { name: 'THICKET_NVME_ADDR', defaultValue: '127.0.0.1', meaning: 'address the NVMe/TCP target listens on' },
+  { name: 'THICKET_NVME_ADVERTISE_ADDR', defaultValue: '(listen address)', meaning: 'address put in discovery log entries for hosts to dial; with a wildcard listen address and none set, the address the host connected to' },
+  { name: 'THICKET_NQN_PREFIX', defaultValue: 'nqn.2026-11.io.thicket', meaning: 'subsystem NQNs are <prefix>:<name>' },
   { name: 'THICKET_NVME_PORT', defaultValue: '4420', meaning: 'NVMe/TCP I/O port' },
   { name: 'THICKET_DISCOVERY_PORT', defaultValue: '8009', meaning: 'NVMe/TCP discovery port' },
   { name: 'THICKET_ADMIN_TOKEN', defaultValue: '(unset)', meaning: 'admin bearer token; unset means one is generated on first start, printed once and stored only as a hash' },

@@ -20,6 +20,7 @@ import { ReplicaService } from './control/replicas/replica.service.ts';
 import { StoragePoolService } from './control/storage-pools/storage-pool.service.ts';
 import { CloneService } from './control/clones/clone.service.ts';
 import { DataplaneClient } from './dataplane/client.ts';
+import { ExportService } from './control/exports/export.service.ts';
 import { openDatabase, redactUrl } from './db/database.ts';
 import { migrate } from './db/migrator.ts';
 import { sql } from 'kysely';
@@ -31,6 +32,8 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export interface ThicketInstance {
   url: string;
   httpPort: number;
+  nvmePort: number;
+  discoveryPort: number;
   /** Set only on the start that generated the admin token. */
   generatedAdminToken?: string;
   log: Logger;
@@ -76,6 +79,7 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
     const storagePools = new StoragePoolService(db, events);
     const templates = new TemplateService(db, events, config.dataDir);
     const clones = new CloneService(db, events, dataplane);
+    const exportsService = new ExportService(db, events, dataplane, config.nqnPrefix);
     const replicas = new ReplicaService(db, events, () => jobs.kick());
     const deps = {
       db,
@@ -104,6 +108,14 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
       if (report.failed.length) log.error({ poolId: report.poolId, failed: report.failed }, 'clones with damaged files are marked failed');
       if (report.removedOrphans.length) log.info({ poolId: report.poolId, clones: report.removedOrphans }, 'removed clone files that no clone row owns');
     }
+    const ports = await dataplane.call('startTarget', {
+      host: config.nvmeAddr,
+      ioPort: config.nvmePort,
+      discoveryPort: config.discoveryPort,
+      advertiseAddress: config.nvmeAdvertiseAddr,
+    });
+    const restored = await exportsService.restore();
+    log.info({ address: config.nvmeAddr, ...ports, ...restored }, 'NVMe/TCP target listening');
     const usageTimer = setInterval(() => void clones.syncUsage().catch(logError), 5_000);
     cleanups.push(() => clearInterval(usageTimer));
     const sweptTemplates = await templates.sweepOrphans();
@@ -126,6 +138,7 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
       templates,
       replicas,
       clones,
+      exports: exportsService,
       jobs: new JobService(db, jobs),
       logError,
       async health() {
@@ -155,7 +168,7 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
     const host = config.httpHost.includes(':') ? `[${config.httpHost}]` : config.httpHost;
     const url = `http://${host}:${port}`;
     log.info({ url }, 'Thicket HTTP API listening');
-    return { url, httpPort: port, generatedAdminToken: generatedToken, log, jobs, events, close: closeAll };
+    return { url, httpPort: port, nvmePort: ports.ioPort, discoveryPort: ports.discoveryPort, generatedAdminToken: generatedToken, log, jobs, events, close: closeAll };
   } catch (err) {
     await closeAll().catch(() => {});
     throw err;

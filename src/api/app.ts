@@ -8,6 +8,8 @@ import type { ReplicaService } from '../control/replicas/replica.service.ts';
 import type { StoragePoolService } from '../control/storage-pools/storage-pool.service.ts';
 import type { CloneService } from '../control/clones/clone.service.ts';
 import { cloneDocs, cloneRoutes } from './routes/clones.routes.ts';
+import type { ExportService } from '../control/exports/export.service.ts';
+import { exportDocs, hostRoutes, subsystemRoutes } from './routes/exports.routes.ts';
 import { AppError } from '../errors.ts';
 import { bearerToken, type TokenVerifier } from './auth.ts';
 import { errorBody, toErrorResponse } from './error-response.ts';
@@ -28,6 +30,7 @@ export interface AppDeps {
   templates: TemplateService;
   replicas: ReplicaService;
   clones: CloneService;
+  exports: ExportService;
   jobs: JobService;
   health(): Promise<{ ok: boolean; database: string; detail?: string }>;
   logError(err: unknown): void;
@@ -47,7 +50,7 @@ const systemDocs: RouteDoc[] = [
 ];
 
 export function allRouteDocs(): RouteDoc[] {
-  return [...systemDocs, ...storagePoolDocs, ...templateDocs, ...replicaDocs, ...cloneDocs, ...jobDocs];
+  return [...systemDocs, ...storagePoolDocs, ...templateDocs, ...replicaDocs, ...cloneDocs, ...exportDocs, ...jobDocs];
 }
 
 export function createApp(deps: AppDeps): Hono {
@@ -99,6 +102,8 @@ export function createApp(deps: AppDeps): Hono {
   app.route('/api/v1/templates', templateRoutes(deps.templates));
   app.route('/api/v1/replicas', replicaRoutes(deps.replicas));
   app.route('/api/v1/clones', cloneRoutes(deps.clones));
+  app.route('/api/v1/hosts', hostRoutes(deps.exports));
+  app.route('/api/v1/subsystems', subsystemRoutes(deps.exports));
   app.route('/api/v1/jobs', jobRoutes(deps.jobs));
 
   app.notFound((c) => c.json(errorBody('NOT_FOUND', `no route for ${c.req.method} ${c.req.path}`), 404));

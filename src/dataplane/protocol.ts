@@ -6,6 +6,7 @@ import type { QosLimits } from '../engine/token-bucket.ts';
 
 export interface DataplaneOptions {
   replicaCacheBytes: number;
+  firmware?: string;
   journalBytes?: number;
   reserveBytes?: number;
 }
@@ -17,7 +18,31 @@ export interface PoolUsage {
   journalBytes: number;
 }
 
+export interface TargetNamespaceSpec {
+  nsid: number;
+  cloneId: string;
+  uuid: string;
+  nguid: string;
+  /** Host NQNs that see the namespace; null: every allowed host. */
+  visibleTo: string[] | null;
+}
+
+export interface ControllerInfo {
+  cntlid: number;
+  subnqn: string;
+  hostnqn: string;
+  queues: number;
+  discovery: boolean;
+}
+
 export interface DataplaneOps {
+  startTarget(args: { host: string; ioPort: number; discoveryPort: number; advertiseAddress?: string }): { ioPort: number; discoveryPort: number };
+  addSubsystem(args: { nqn: string }): void;
+  removeSubsystem(args: { nqn: string }): void;
+  setSubsystemHosts(args: { nqn: string; hosts: string[] }): void;
+  addNamespaces(args: { nqn: string; namespaces: TargetNamespaceSpec[] }): void;
+  removeNamespace(args: { nqn: string; nsid: number }): void;
+  controllers(args: Record<string, never>): ControllerInfo[];
   openPool(args: { pool: PoolOptions; clones: Array<Omit<CreateCloneInput, 'poolId'>> }): RecoveryReport;
   closePool(args: { poolId: string }): void;
   createClones(args: { clones: CreateCloneInput[] }): void;

@@ -3,15 +3,62 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { Engine } from '../engine/engine.ts';
 import { EngineError } from '../engine/errors.ts';
+import { CloneNamespaceBackend } from '../nvmeof/target/engine-backend.ts';
+import { Target } from '../nvmeof/target/target.ts';
+import { TcpListener } from '../nvmeof/transport/tcp-listener.ts';
 import type { DataplaneOps, DataplaneOptions, DataplaneRequest, DataplaneResponse, OpName, PoolUsage } from './protocol.ts';
 
 const options = workerData as DataplaneOptions;
 const engine = new Engine({ replicaCacheBytes: options.replicaCacheBytes, journalBytes: options.journalBytes, reserveBytes: options.reserveBytes });
 engine.onError = (err) => parentPort?.postMessage({ id: -1, ok: false, error: { code: 'BACKGROUND', message: String((err as Error)?.message ?? err), name: 'Error' } });
 
+let target: Target | undefined;
+let listener: TcpListener | undefined;
+
+function requireTarget(): Target {
+  if (!target) throw new EngineError('TARGET_NOT_STARTED', 'the NVMe/TCP target is not running');
+  return target;
+}
+
 type Handlers = { [K in OpName]: (args: Parameters<DataplaneOps[K]>[0]) => ReturnType<DataplaneOps[K]> | Promise<ReturnType<DataplaneOps[K]>> };
 
 const handlers: Handlers = {
+  async startTarget({ host, ioPort, discoveryPort, advertiseAddress }) {
+    if (listener) return { ioPort: listener.ioPort, discoveryPort: listener.discoveryPort };
+    target = new Target({ ioPort, advertiseAddress, firmware: options.firmware });
+    listener = new TcpListener(target);
+    await listener.listen({ host, ioPort, discoveryPort });
+    return { ioPort: listener.ioPort, discoveryPort: listener.discoveryPort };
+  },
+  addSubsystem({ nqn }) {
+    requireTarget().addSubsystem(nqn);
+  },
+  removeSubsystem({ nqn }) {
+    requireTarget().removeSubsystem(nqn);
+  },
+  setSubsystemHosts({ nqn, hosts }) {
+    requireTarget().setHosts(nqn, hosts);
+  },
+  addNamespaces({ nqn, namespaces }) {
+    const t = requireTarget();
+    t.addNamespaces(
+      nqn,
+      namespaces.map((n) => ({
+        nsid: n.nsid,
+        uuid: n.uuid,
+        nguid: Buffer.from(n.nguid, 'hex'),
+        backend: new CloneNamespaceBackend(engine.clone(n.cloneId)),
+        visibleTo: n.visibleTo,
+      })),
+    );
+  },
+  removeNamespace({ nqn, nsid }) {
+    requireTarget().removeNamespace(nqn, nsid);
+  },
+  controllers() {
+    if (!target) return [];
+    return [...target.controllers.values()].map((c) => ({ cntlid: c.cntlid, subnqn: c.subnqn, hostnqn: c.hostnqn, queues: c.queues.size, discovery: c.discovery }));
+  },
   openPool: ({ pool, clones }) => engine.openPool(pool, clones),
   async closePool({ poolId }) {
     const pool = engine.pools.get(poolId);
@@ -57,6 +104,8 @@ const handlers: Handlers = {
 
 parentPort!.on('message', async (msg: DataplaneRequest | { op: 'shutdown' }) => {
   if (msg.op === 'shutdown') {
+    target?.close();
+    await listener?.close().catch(() => {});
     await engine.close().catch(() => {});
     parentPort!.postMessage({ id: -2, ok: true, result: null });
     return;

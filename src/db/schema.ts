@@ -105,6 +105,35 @@ export interface EventsTable {
   data: Json<Record<string, unknown>>;
 }
 
+export interface HostsTable {
+  id: string;
+  name: string;
+  nqn: string;
+  created_at: Timestamp;
+}
+
+export interface SubsystemsTable {
+  id: string;
+  name: string;
+  nqn: string;
+  created_at: Timestamp;
+}
+
+export interface SubsystemHostsTable {
+  subsystem_id: string;
+  host_id: string;
+}
+
+export interface NamespacesTable {
+  subsystem_id: string;
+  nsid: number;
+  clone_id: string;
+  uuid: string;
+  nguid: string;
+  visible_host_ids: string[] | null;
+  created_at: Timestamp;
+}
+
 export interface Database {
   settings: SettingsTable;
   storage_pools: StoragePoolsTable;
@@ -114,7 +143,15 @@ export interface Database {
   clones: ClonesTable;
   jobs: JobsTable;
   events: EventsTable;
+  hosts: HostsTable;
+  subsystems: SubsystemsTable;
+  subsystem_hosts: SubsystemHostsTable;
+  namespaces: NamespacesTable;
 }
+
+export type HostRow = Selectable<HostsTable>;
+export type SubsystemRow = Selectable<SubsystemsTable>;
+export type NamespaceRow = Selectable<NamespacesTable>;
 
 export type StoragePoolRow = Selectable<StoragePoolsTable>;
 export type TemplateRow = Selectable<TemplatesTable>;

@@ -9,7 +9,7 @@ import { replicaImagePath } from '../../engine/storage-pool-fs.ts';
 import { BLOCK_SIZE_BYTES } from '../../engine/block-size.ts';
 import type { CloneRow, Database } from '../../db/schema.ts';
 import { CloneRepository, type NewClone } from '../../db/repositories/clone.repository.ts';
-import { isUniqueViolation } from '../../db/repositories/executor.ts';
+import { isForeignKeyViolation, isUniqueViolation } from '../../db/repositories/executor.ts';
 import { ReplicaRepository } from '../../db/repositories/replica.repository.ts';
 import { StoragePoolRepository } from '../../db/repositories/storage-pool.repository.ts';
 import { AppError } from '../../errors.ts';
@@ -182,7 +182,17 @@ export class CloneService {
   }
 
   async delete(id: string): Promise<void> {
-    const deleted = await this.#clones.delete(this.#db, id);
+    const exported = await this.#db.selectFrom('namespaces').select(['subsystem_id', 'nsid']).where('clone_id', '=', id).executeTakeFirst();
+    if (exported) {
+      throw new AppError('CLONE_EXPORTED', `clone ${id} is exported as namespace ${exported.nsid}; unexport it first`, { subsystemId: exported.subsystem_id, nsid: exported.nsid });
+    }
+    let deleted: boolean;
+    try {
+      deleted = await this.#clones.delete(this.#db, id);
+    } catch (err) {
+      if (isForeignKeyViolation(err)) throw new AppError('CLONE_EXPORTED', `clone ${id} is exported; unexport it first`);
+      throw err;
+    }
     if (!deleted) throw new AppError('CLONE_NOT_FOUND', `clone ${id} does not exist`);
     await this.#dataplane.call('deleteClone', { id });
     this.#events.emit('clone.deleted', { cloneId: id });

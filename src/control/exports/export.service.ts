@@ -1,0 +1,284 @@
+// Hosts, subsystems and namespaces: which clone is served to which host under which NQN. Rows are the
+// truth; the target in the data plane is told of every change and rebuilt from the rows at start-up.
+import { randomUUID } from 'node:crypto';
+import type { Kysely } from 'kysely';
+import type { DataplaneClient } from '../../dataplane/client.ts';
+import type { Database, HostRow, NamespaceRow, SubsystemRow } from '../../db/schema.ts';
+import { CloneRepository } from '../../db/repositories/clone.repository.ts';
+import { isUniqueViolation } from '../../db/repositories/executor.ts';
+import { HostRepository, SubsystemRepository } from '../../db/repositories/export.repository.ts';
+import { nguidFor } from '../../nvmeof/target/target.ts';
+import { AppError } from '../../errors.ts';
+import type { EventBus } from '../events/event-bus.ts';
+import { nqnProblem } from './nqn.ts';
+
+export const MAX_NAMESPACES_PER_SUBSYSTEM = 1024;
+
+export interface HostDto {
+  id: string;
+  name: string;
+  nqn: string;
+  createdAt: string;
+  subsystems?: Array<{ id: string; name: string; nqn: string }>;
+}
+
+export interface NamespaceDto {
+  nsid: number;
+  cloneId: string;
+  uuid: string;
+  nguid: string;
+  hostIds: string[] | null;
+}
+
+export interface SubsystemDto {
+  id: string;
+  name: string;
+  nqn: string;
+  createdAt: string;
+  hosts?: HostDto[];
+  namespaces?: NamespaceDto[];
+}
+
+const iso = (d: Date | string) => new Date(d).toISOString();
+
+function hostDto(h: HostRow): HostDto {
+  return { id: h.id, name: h.name, nqn: h.nqn, createdAt: iso(h.created_at) };
+}
+
+function namespaceDto(n: NamespaceRow): NamespaceDto {
+  return { nsid: n.nsid, cloneId: n.clone_id, uuid: n.uuid, nguid: n.nguid, hostIds: n.visible_host_ids };
+}
+
+function subsystemDto(s: SubsystemRow): SubsystemDto {
+  return { id: s.id, name: s.name, nqn: s.nqn, createdAt: iso(s.created_at) };
+}
+
+export class ExportService {
+  #db: Kysely<Database>;
+  #events: EventBus;
+  #dataplane: DataplaneClient;
+  #nqnPrefix: string;
+  #hosts = new HostRepository();
+  #subsystems = new SubsystemRepository();
+  #clones = new CloneRepository();
+
+  constructor(db: Kysely<Database>, events: EventBus, dataplane: DataplaneClient, nqnPrefix: string) {
+    this.#db = db;
+    this.#events = events;
+    this.#dataplane = dataplane;
+    this.#nqnPrefix = nqnPrefix;
+  }
+
+  // ---- hosts ----
+
+  async listHosts(): Promise<HostDto[]> {
+    return (await this.#hosts.list(this.#db)).map(hostDto);
+  }
+
+  async getHost(id: string): Promise<HostDto> {
+    const h = await this.#hosts.get(this.#db, id);
+    if (!h) throw new AppError('HOST_NOT_FOUND', `host ${id} does not exist`);
+    return { ...hostDto(h), subsystems: await this.#hosts.subsystemsOf(this.#db, id) };
+  }
+
+  async createHost(input: { name: string; nqn: string }): Promise<HostDto> {
+    const problem = nqnProblem(input.nqn);
+    if (problem) throw new AppError('VALIDATION_FAILED', `nqn: ${problem}`, { field: 'nqn' });
+    try {
+      const h = await this.#hosts.insert(this.#db, { id: randomUUID(), name: input.name, nqn: input.nqn });
+      this.#events.emit('host.created', { hostId: h.id, name: h.name, nqn: h.nqn });
+      return hostDto(h);
+    } catch (err) {
+      if (isUniqueViolation(err)) throw new AppError('NAME_TAKEN', 'a host with that name or NQN already exists');
+      throw err;
+    }
+  }
+
+  async deleteHost(id: string): Promise<void> {
+    await this.#db.transaction().execute(async (trx) => {
+      const h = await this.#hosts.get(trx, id);
+      if (!h) throw new AppError('HOST_NOT_FOUND', `host ${id} does not exist`);
+      const subs = await this.#hosts.subsystemsOf(trx, id);
+      if (subs.length > 0) {
+        throw new AppError('HOST_IN_USE', `host "${h.name}" is allowed in ${subs.length} subsystem(s); disallow it first`, { subsystems: subs });
+      }
+      await this.#hosts.delete(trx, id);
+    });
+    this.#events.emit('host.deleted', { hostId: id });
+  }
+
+  // ---- subsystems ----
+
+  nqnFor(name: string): string {
+    return `${this.#nqnPrefix}:${name}`;
+  }
+
+  async listSubsystems(): Promise<SubsystemDto[]> {
+    return (await this.#subsystems.list(this.#db)).map(subsystemDto);
+  }
+
+  async getSubsystem(id: string): Promise<SubsystemDto> {
+    const s = await this.#subsystems.get(this.#db, id);
+    if (!s) throw new AppError('SUBSYSTEM_NOT_FOUND', `subsystem ${id} does not exist`);
+    const [hosts, namespaces] = await Promise.all([this.#subsystems.hosts(this.#db, id), this.#subsystems.namespaces(this.#db, id)]);
+    return { ...subsystemDto(s), hosts: hosts.map(hostDto), namespaces: namespaces.map(namespaceDto) };
+  }
+
+  async createSubsystem(input: { name: string }): Promise<SubsystemDto> {
+    const nqn = this.nqnFor(input.name);
+    const problem = nqnProblem(nqn);
+    if (problem) throw new AppError('VALIDATION_FAILED', `name: the NQN ${nqn} ${problem}`, { field: 'name' });
+    const row = await this.#db
+      .transaction()
+      .execute(async (trx) => {
+        const s = await this.#subsystems.insert(trx, { id: randomUUID(), name: input.name, nqn });
+        await this.#dataplane.call('addSubsystem', { nqn });
+        return s;
+      })
+      .catch((err) => {
+        if (isUniqueViolation(err)) throw new AppError('NAME_TAKEN', `a subsystem named "${input.name}" already exists`, { field: 'name' });
+        throw err;
+      });
+    this.#events.emit('subsystem.created', { subsystemId: row.id, nqn });
+    return { ...subsystemDto(row), hosts: [], namespaces: [] };
+  }
+
+  async deleteSubsystem(id: string): Promise<void> {
+    const row = await this.#subsystems.get(this.#db, id);
+    if (!row) throw new AppError('SUBSYSTEM_NOT_FOUND', `subsystem ${id} does not exist`);
+    await this.#subsystems.delete(this.#db, id);
+    // Controllers of the subsystem are torn down; namespaces vanish with it.
+    await this.#dataplane.call('removeSubsystem', { nqn: row.nqn });
+    this.#events.emit('subsystem.deleted', { subsystemId: id, nqn: row.nqn });
+  }
+
+  async allowHost(subsystemId: string, hostId: string): Promise<SubsystemDto> {
+    await this.#db.transaction().execute(async (trx) => {
+      const s = await this.#subsystems.getForUpdate(trx, subsystemId);
+      if (!s) throw new AppError('SUBSYSTEM_NOT_FOUND', `subsystem ${subsystemId} does not exist`);
+      const h = await this.#hosts.get(trx, hostId);
+      if (!h) throw new AppError('HOST_NOT_FOUND', `host ${hostId} does not exist`, { field: 'hostId' });
+      await this.#subsystems.addHost(trx, subsystemId, hostId);
+      await this.#pushHosts(trx, s);
+    });
+    this.#events.emit('subsystem.host.allowed', { subsystemId, hostId });
+    return this.getSubsystem(subsystemId);
+  }
+
+  async disallowHost(subsystemId: string, hostId: string): Promise<void> {
+    await this.#db.transaction().execute(async (trx) => {
+      const s = await this.#subsystems.getForUpdate(trx, subsystemId);
+      if (!s) throw new AppError('SUBSYSTEM_NOT_FOUND', `subsystem ${subsystemId} does not exist`);
+      const removed = await this.#subsystems.removeHost(trx, subsystemId, hostId);
+      if (!removed) throw new AppError('HOST_NOT_FOUND', `host ${hostId} is not allowed in this subsystem`);
+      // Its controllers are disconnected by the target when the host leaves the allow-list.
+      await this.#pushHosts(trx, s);
+    });
+    this.#events.emit('subsystem.host.disallowed', { subsystemId, hostId });
+  }
+
+  async #pushHosts(trx: Kysely<Database>, s: SubsystemRow): Promise<void> {
+    const hosts = await this.#subsystems.hosts(trx, s.id);
+    await this.#dataplane.call('setSubsystemHosts', { nqn: s.nqn, hosts: hosts.map((h) => h.nqn) });
+  }
+
+  // ---- namespaces ----
+
+  async addNamespace(subsystemId: string, input: { cloneId: string; hostIds?: string[] }): Promise<NamespaceDto> {
+    return (await this.addNamespaces(subsystemId, [input]))[0];
+  }
+
+  /** Exports many clones at once: one transaction, one data-plane call, one event per controller. */
+  async addNamespaces(subsystemId: string, inputs: Array<{ cloneId: string; hostIds?: string[] }>): Promise<NamespaceDto[]> {
+    const rows = await this.#db.transaction().execute(async (trx) => {
+      const s = await this.#subsystems.getForUpdate(trx, subsystemId);
+      if (!s) throw new AppError('SUBSYSTEM_NOT_FOUND', `subsystem ${subsystemId} does not exist`);
+      const allowed = new Map((await this.#subsystems.hosts(trx, subsystemId)).map((h) => [h.id, h]));
+      const used = new Set(await this.#subsystems.usedNsids(trx, subsystemId));
+      const seen = new Set<string>();
+      const rows: Array<{ subsystem_id: string; nsid: number; clone_id: string; uuid: string; nguid: string; visible_host_ids: string[] | null }> = [];
+      let next = 1;
+      for (const input of inputs) {
+        if (seen.has(input.cloneId)) throw new AppError('CONFLICT', `clone ${input.cloneId} is listed twice`, { field: 'cloneId' });
+        seen.add(input.cloneId);
+        const clone = await this.#clones.get(trx, input.cloneId);
+        if (!clone) throw new AppError('CLONE_NOT_FOUND', `clone ${input.cloneId} does not exist`, { field: 'cloneId' });
+        const existing = await this.#subsystems.namespaceOfClone(trx, input.cloneId);
+        if (existing) throw new AppError('CLONE_EXPORTED', `clone ${input.cloneId} is already exported (nsid ${existing.nsid})`, { subsystemId: existing.subsystem_id, nsid: existing.nsid });
+        for (const h of input.hostIds ?? []) {
+          if (!allowed.has(h)) throw new AppError('VALIDATION_FAILED', `hostIds: host ${h} is not allowed in this subsystem`, { field: 'hostIds' });
+        }
+        while (used.has(next)) next++;
+        if (next > MAX_NAMESPACES_PER_SUBSYSTEM) throw new AppError('SUBSYSTEM_FULL', `subsystem ${s.name} already has ${MAX_NAMESPACES_PER_SUBSYSTEM} namespaces`);
+        used.add(next);
+        rows.push({
+          subsystem_id: subsystemId,
+          nsid: next,
+          clone_id: input.cloneId,
+          uuid: input.cloneId,
+          nguid: nguidFor(input.cloneId).toString('hex'),
+          visible_host_ids: input.hostIds && input.hostIds.length > 0 ? [...new Set(input.hostIds)] : null,
+        });
+      }
+      await this.#subsystems.insertNamespaces(trx, rows);
+      await this.#dataplane.call('addNamespaces', {
+        nqn: s.nqn,
+        namespaces: rows.map((r) => ({
+          nsid: r.nsid,
+          cloneId: r.clone_id,
+          uuid: r.uuid,
+          nguid: r.nguid,
+          visibleTo: r.visible_host_ids ? r.visible_host_ids.map((id) => allowed.get(id)!.nqn) : null,
+        })),
+      });
+      return rows;
+    });
+    this.#events.emit('namespace.added', { subsystemId, namespaces: rows.map((r) => ({ nsid: r.nsid, cloneId: r.clone_id })) });
+    return rows.map((r) => ({ nsid: r.nsid, cloneId: r.clone_id, uuid: r.uuid, nguid: r.nguid, hostIds: r.visible_host_ids }));
+  }
+
+  async removeNamespace(subsystemId: string, nsid: number): Promise<void> {
+    const s = await this.#subsystems.get(this.#db, subsystemId);
+    if (!s) throw new AppError('SUBSYSTEM_NOT_FOUND', `subsystem ${subsystemId} does not exist`);
+    const removed = await this.#subsystems.deleteNamespace(this.#db, subsystemId, nsid);
+    if (!removed) throw new AppError('NAMESPACE_NOT_FOUND', `subsystem ${s.name} has no namespace ${nsid}`);
+    await this.#dataplane.call('removeNamespace', { nqn: s.nqn, nsid });
+    this.#events.emit('namespace.removed', { subsystemId, nsid, cloneId: removed.clone_id });
+  }
+
+  /** Where a clone is exported, if anywhere. */
+  async exportOf(cloneId: string): Promise<{ subsystemId: string; nsid: number } | undefined> {
+    const n = await this.#subsystems.namespaceOfClone(this.#db, cloneId);
+    return n ? { subsystemId: n.subsystem_id, nsid: n.nsid } : undefined;
+  }
+
+  /** Rebuilds the target from the rows (start-up). */
+  async restore(): Promise<{ subsystems: number; namespaces: number }> {
+    const subs = await this.#subsystems.list(this.#db);
+    const hostsBySub = new Map<string, string[]>();
+    for (const r of await this.#subsystems.allSubsystemHosts(this.#db)) hostsBySub.set(r.subsystem_id, [...(hostsBySub.get(r.subsystem_id) ?? []), r.nqn]);
+    const hostNqn = new Map((await this.#hosts.list(this.#db)).map((h) => [h.id, h.nqn]));
+    const nsBySub = new Map<string, NamespaceRow[]>();
+    for (const n of await this.#subsystems.allNamespaces(this.#db)) nsBySub.set(n.subsystem_id, [...(nsBySub.get(n.subsystem_id) ?? []), n]);
+    const failedClones = new Set((await this.#db.selectFrom('clones').select('id').where('state', '=', 'failed').execute()).map((r) => r.id));
+    let count = 0;
+    for (const s of subs) {
+      await this.#dataplane.call('addSubsystem', { nqn: s.nqn });
+      await this.#dataplane.call('setSubsystemHosts', { nqn: s.nqn, hosts: hostsBySub.get(s.id) ?? [] });
+      // A clone found damaged at recovery is never served.
+      const list = (nsBySub.get(s.id) ?? []).filter((n) => !failedClones.has(n.clone_id));
+      await this.#dataplane.call('addNamespaces', {
+        nqn: s.nqn,
+        namespaces: list.map((n) => ({
+          nsid: n.nsid,
+          cloneId: n.clone_id,
+          uuid: n.uuid,
+          nguid: n.nguid,
+          visibleTo: n.visible_host_ids ? n.visible_host_ids.map((id) => hostNqn.get(id)).filter((x): x is string => !!x) : null,
+        })),
+      });
+      count += list.length;
+    }
+    return { subsystems: subs.length, namespaces: count };
+  }
+}
