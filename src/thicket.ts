@@ -21,6 +21,9 @@ import { StoragePoolService } from './control/storage-pools/storage-pool.service
 import { CloneService } from './control/clones/clone.service.ts';
 import { DataplaneClient } from './dataplane/client.ts';
 import { ExportService } from './control/exports/export.service.ts';
+import { DesktopOps } from './control/desktop-pools/desktop-ops.ts';
+import { DesktopPoolService } from './control/desktop-pools/desktop-pool.service.ts';
+import { DeletePoolJob, RecomposePoolJob, RefreshPoolJob, ResizePoolJob } from './control/desktop-pools/pool-jobs.ts';
 import { openDatabase, redactUrl } from './db/database.ts';
 import { migrate } from './db/migrator.ts';
 import { sql } from 'kysely';
@@ -80,6 +83,12 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
     const templates = new TemplateService(db, events, config.dataDir);
     const clones = new CloneService(db, events, dataplane);
     const exportsService = new ExportService(db, events, dataplane, config.nqnPrefix);
+    const desktopOps = new DesktopOps(db, dataplane, events, config.nqnPrefix);
+    const desktopPools = new DesktopPoolService(desktopOps, () => jobs.kick());
+    jobs.register(new ResizePoolJob(desktopOps));
+    jobs.register(new RefreshPoolJob(desktopOps));
+    jobs.register(new RecomposePoolJob(desktopOps));
+    jobs.register(new DeletePoolJob(desktopOps));
     const replicas = new ReplicaService(db, events, () => jobs.kick());
     const deps = {
       db,
@@ -116,6 +125,8 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
     });
     const restored = await exportsService.restore();
     log.info({ address: config.nvmeAddr, ...ports, ...restored }, 'NVMe/TCP target listening');
+    const undoTimer = setInterval(() => void desktopPools.sweepExpiredUndo().catch(logError), 5_000);
+    cleanups.push(() => clearInterval(undoTimer));
     const usageTimer = setInterval(() => void clones.syncUsage().catch(logError), 5_000);
     cleanups.push(() => clearInterval(usageTimer));
     const sweptTemplates = await templates.sweepOrphans();
@@ -139,6 +150,7 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
       replicas,
       clones,
       exports: exportsService,
+      desktopPools,
       jobs: new JobService(db, jobs),
       logError,
       async health() {

@@ -10,6 +10,8 @@ import type { CloneService } from '../control/clones/clone.service.ts';
 import { cloneDocs, cloneRoutes } from './routes/clones.routes.ts';
 import type { ExportService } from '../control/exports/export.service.ts';
 import { exportDocs, hostRoutes, subsystemRoutes } from './routes/exports.routes.ts';
+import type { DesktopPoolService } from '../control/desktop-pools/desktop-pool.service.ts';
+import { desktopPoolDocs, desktopPoolRoutes } from './routes/desktop-pools.routes.ts';
 import { AppError } from '../errors.ts';
 import { bearerToken, type TokenVerifier } from './auth.ts';
 import { errorBody, toErrorResponse } from './error-response.ts';
@@ -31,6 +33,7 @@ export interface AppDeps {
   replicas: ReplicaService;
   clones: CloneService;
   exports: ExportService;
+  desktopPools: DesktopPoolService;
   jobs: JobService;
   health(): Promise<{ ok: boolean; database: string; detail?: string }>;
   logError(err: unknown): void;
@@ -50,7 +53,7 @@ const systemDocs: RouteDoc[] = [
 ];
 
 export function allRouteDocs(): RouteDoc[] {
-  return [...systemDocs, ...storagePoolDocs, ...templateDocs, ...replicaDocs, ...cloneDocs, ...exportDocs, ...jobDocs];
+  return [...systemDocs, ...storagePoolDocs, ...templateDocs, ...replicaDocs, ...cloneDocs, ...exportDocs, ...desktopPoolDocs, ...jobDocs];
 }
 
 export function createApp(deps: AppDeps): Hono {
@@ -104,6 +107,7 @@ export function createApp(deps: AppDeps): Hono {
   app.route('/api/v1/clones', cloneRoutes(deps.clones));
   app.route('/api/v1/hosts', hostRoutes(deps.exports));
   app.route('/api/v1/subsystems', subsystemRoutes(deps.exports));
+  app.route('/api/v1/desktop-pools', desktopPoolRoutes(deps.desktopPools));
   app.route('/api/v1/jobs', jobRoutes(deps.jobs));
 
   app.notFound((c) => c.json(errorBody('NOT_FOUND', `no route for ${c.req.method} ${c.req.path}`), 404));

@@ -44,12 +44,15 @@ export function parseWith<T extends z.ZodType>(schema: T, value: unknown): z.inf
   return result.data;
 }
 
-export async function readJson(c: Context): Promise<unknown> {
+export async function readJson(c: Context, options: { emptyAs?: unknown } = {}): Promise<unknown> {
   const declared = Number(c.req.header('content-length') ?? '0');
   if (declared > MAX_JSON_BODY_BYTES) throw new AppError('PAYLOAD_TOO_LARGE', `JSON bodies are limited to ${MAX_JSON_BODY_BYTES} bytes`);
   const text = await c.req.text();
   if (Buffer.byteLength(text) > MAX_JSON_BODY_BYTES) throw new AppError('PAYLOAD_TOO_LARGE', `JSON bodies are limited to ${MAX_JSON_BODY_BYTES} bytes`);
-  if (text.trim() === '') throw new AppError('INVALID_JSON', 'the request body must be a JSON object');
+  if (text.trim() === '') {
+    if ('emptyAs' in options) return options.emptyAs;
+    throw new AppError('INVALID_JSON', 'the request body must be a JSON object');
+  }
   try {
     return JSON.parse(text);
   } catch (err) {
@@ -59,6 +62,11 @@ export async function readJson(c: Context): Promise<unknown> {
 
 export async function parseJsonBody<T extends z.ZodType>(c: Context, schema: T): Promise<z.infer<T>> {
   return parseWith(schema, await readJson(c));
+}
+
+/** Like parseJsonBody, for endpoints whose fields are all optional: an empty body means {}. */
+export async function parseOptionalJsonBody<T extends z.ZodType>(c: Context, schema: T): Promise<z.infer<T>> {
+  return parseWith(schema, await readJson(c, { emptyAs: {} }));
 }
 
 export function parseQuery<T extends z.ZodType>(c: Context, schema: T): z.infer<T> {

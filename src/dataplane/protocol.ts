@@ -47,7 +47,12 @@ export interface DataplaneOps {
   closePool(args: { poolId: string }): void;
   createClones(args: { clones: CreateCloneInput[] }): void;
   deleteClone(args: { id: string }): void;
+  deleteClones(args: { ids: string[] }): void;
   resetClone(args: { id: string }): void;
+  resetClones(args: { ids: string[] }): Array<{ id: string; error?: string }>;
+  recomposeClones(args: { ids: string[]; replica: ReplicaRef; sizeBytes?: number }): Array<{ id: string; error?: string }>;
+  replaceNamespace(args: { nqn: string; nsid: number; cloneId: string }): void;
+  removeNamespaces(args: { nqn: string; nsids: number[] }): void;
   setQos(args: { id: string; qos: QosLimits }): void;
   cloneInfo(args: { ids?: string[] }): CloneInfo[];
   poolUsage(args: { poolId?: string }): PoolUsage[];

@@ -53,7 +53,7 @@ const handlers: Handlers = {
     );
   },
   removeNamespace({ nqn, nsid }) {
-    requireTarget().removeNamespace(nqn, nsid);
+    requireTarget().removeNamespaces(nqn, [nsid]);
   },
   controllers() {
     if (!target) return [];
@@ -71,7 +71,24 @@ const handlers: Handlers = {
     engine.createClones(clones);
   },
   deleteClone: ({ id }) => engine.deleteClone(id),
+  async deleteClones({ ids }) {
+    await Promise.all(ids.map((id) => engine.deleteClone(id)));
+  },
   resetClone: ({ id }) => engine.resetClone(id),
+  async resetClones({ ids }) {
+    // Resets of many clones share the pool journal's group commit.
+    return Promise.all(ids.map((id) => engine.resetClone(id).then(() => ({ id }), (err: Error) => ({ id, error: err.message }))));
+  },
+  async recomposeClones({ ids, replica, sizeBytes }) {
+    return Promise.all(ids.map((id) => engine.recomposeClone(id, replica, sizeBytes).then(() => ({ id }), (err: Error) => ({ id, error: err.message }))));
+  },
+  replaceNamespace({ nqn, nsid, cloneId }) {
+    requireTarget().replaceNamespaceBackend(nqn, nsid, new CloneNamespaceBackend(engine.clone(cloneId)));
+  },
+  removeNamespaces({ nqn, nsids }) {
+    const t = requireTarget();
+    t.removeNamespaces(nqn, nsids);
+  },
   setQos({ id, qos }) {
     engine.setQos(id, qos);
   },

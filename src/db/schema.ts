@@ -134,6 +134,51 @@ export interface NamespacesTable {
   created_at: Timestamp;
 }
 
+export const DESKTOP_STATES = ['provisioning', 'available', 'in-use', 'refreshing', 'failed'] as const;
+export type DesktopState = (typeof DESKTOP_STATES)[number];
+
+export interface DesktopPoolsTable {
+  id: string;
+  name: string;
+  replica_id: string;
+  storage_pool_id: string;
+  size: number;
+  name_pattern: string;
+  qos_iops: number | null;
+  qos_bytes_per_second: number | null;
+  refresh_grace_seconds: Generated<number>;
+  state: 'provisioning' | 'ready' | 'deleting' | 'failed';
+  error: string | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface DesktopPoolHostsTable {
+  pool_id: string;
+  host_id: string;
+}
+
+export interface DesktopPoolSubsystemsTable {
+  pool_id: string;
+  subsystem_id: string;
+  ordinal: number;
+}
+
+export interface DesktopsTable {
+  id: string;
+  pool_id: string;
+  idx: number;
+  name: string;
+  clone_id: string;
+  subsystem_id: string;
+  nsid: number;
+  state: DesktopState;
+  undo_clone_id: string | null;
+  undo_until: Date | null;
+  job_id: string | null;
+  updated_at: Timestamp;
+}
+
 export interface Database {
   settings: SettingsTable;
   storage_pools: StoragePoolsTable;
@@ -147,7 +192,14 @@ export interface Database {
   subsystems: SubsystemsTable;
   subsystem_hosts: SubsystemHostsTable;
   namespaces: NamespacesTable;
+  desktop_pools: DesktopPoolsTable;
+  desktop_pool_hosts: DesktopPoolHostsTable;
+  desktop_pool_subsystems: DesktopPoolSubsystemsTable;
+  desktops: DesktopsTable;
 }
+
+export type DesktopPoolRow = Selectable<DesktopPoolsTable>;
+export type DesktopRow = Selectable<DesktopsTable>;
 
 export type HostRow = Selectable<HostsTable>;
 export type SubsystemRow = Selectable<SubsystemsTable>;

@@ -16,7 +16,7 @@ import { BlockMap, MAP_ZERO } from './block-map.ts';
 import { pushZeroes, sliceChunks, takeBuffer, totalLength } from './buffers.ts';
 import { CloneClosedError, CloneFailedError, IoError, LbaOutOfRangeError, OutOfSpaceError } from './errors.ts';
 import { fdatasync, fsyncDir } from './fs-callbacks.ts';
-import { encodeRecord, RECORD_TYPE_MAP, RECORD_TYPE_RESET, type MapEntry } from './journal-record.ts';
+import { encodeRecord, RECORD_FLAG_DATA_SYNCED, RECORD_TYPE_MAP, RECORD_TYPE_RESET, type MapEntry } from './journal-record.ts';
 import type { ReplicaCache } from './replica-cache.ts';
 import type { ReplicaImage } from './replica-image.ts';
 import { QosLimiter, type QosLimits } from './token-bucket.ts';
@@ -44,8 +44,8 @@ export interface CloneStats {
 
 export class Clone {
   readonly id: string;
-  readonly sizeBytes: number;
-  readonly capacityBlocks: number;
+  sizeBytes: number;
+  capacityBlocks: number;
   replica: ReplicaImage;
   map = new BlockMap();
   qos: QosLimiter;
@@ -69,6 +69,10 @@ export class Clone {
   #dirNeedsSync = false;
   #flushTail: Promise<void> = Promise.resolve();
   #gate: Promise<void> | undefined;
+  /** LSN of a RESET record appended but not yet applied to the map (0: none). */
+  #resetLsn = 0;
+  /** Counts applied resets: block numbers from before one mean nothing after it. */
+  #resetGeneration = 0;
 
   constructor(host: CloneHost, id: string, replica: ReplicaImage, sizeBytes: number, qos: QosLimits = {}) {
     this.#host = host;
@@ -134,30 +138,60 @@ export class Clone {
 
   // ---- reads ----
 
-  async read(slba: number, nlb: number): Promise<Buffer[]> {
+  /**
+   * Reads blocks [slba, slba+nlb). Without `into`: a list of views, owned blocks in new memory, inherited
+   * ones views of the shared replica cache, zero blocks views of a shared zero buffer (never write into
+   * those). With `into` (a buffer of at least nlb blocks the caller owns and reuses, e.g. one per command
+   * slot): every block is read or copied into it and the result is the one view of it; no allocation, and
+   * no fresh memory for the GC to reclaim, which is what makes small random reads cheap.
+   */
+  async read(slba: number, nlb: number, into?: Buffer): Promise<Buffer[]> {
     this.#checkRange(slba, nlb);
     const wait = this.#admit(nlb * BLOCK_SIZE_BYTES);
     if (wait) await wait;
     this.#assertUsable();
-    return this.readNow(slba, nlb);
+    return this.readNow(slba, nlb, into);
   }
 
-  /** The synchronous part of a read: views of the data, one device read per run of owned blocks. */
-  readNow(slba: number, nlb: number): Buffer[] {
+  /** The synchronous part of a read: one device read per run of owned blocks (see read()). */
+  readNow(slba: number, nlb: number, into?: Buffer): Buffer[] {
+    const bytes = nlb * BLOCK_SIZE_BYTES;
+    if (into !== undefined && into.length < bytes) throw new RangeError(`read buffer of ${into.length} bytes is smaller than ${bytes}`);
+    this.stats.readOps++;
+    this.stats.readBytes += bytes;
+    const map = this.map;
+    const cache = this.#host.cache;
+    if (into !== undefined) {
+      const dest = into.length === bytes ? into : into.subarray(0, bytes);
+      if (nlb === 1) {
+        // The commonest request: no run list.
+        const p = map.owned.size > 0 ? map.owned.get(slba) : undefined;
+        if (p !== undefined) this.#readData(dest, p);
+        else if (slba < this.replica.blocks && (map.zero.size === 0 || !map.zero.has(slba))) cache.copyTo(this.replica, slba, 1, dest);
+        else dest.fill(0);
+        return [dest];
+      }
+      for (const run of map.runs(slba, nlb, this.replica.blocks)) {
+        const at = (run.lba - slba) * BLOCK_SIZE_BYTES;
+        const part = dest.subarray(at, at + run.n * BLOCK_SIZE_BYTES);
+        if (run.kind === 'owned') this.#readData(part, run.pblock);
+        else if (run.kind === 'inherit') cache.copyTo(this.replica, run.lba, run.n, part);
+        else part.fill(0);
+      }
+      return [dest];
+    }
     const out: Buffer[] = [];
-    for (const run of this.map.runs(slba, nlb, this.replica.blocks)) {
+    for (const run of map.runs(slba, nlb, this.replica.blocks)) {
       if (run.kind === 'owned') {
         const buf = takeBuffer(run.n * BLOCK_SIZE_BYTES);
         this.#readData(buf, run.pblock);
         out.push(buf);
       } else if (run.kind === 'inherit') {
-        this.#host.cache.read(this.replica, run.lba, run.n, out);
+        cache.read(this.replica, run.lba, run.n, out);
       } else {
         pushZeroes(out, run.n * BLOCK_SIZE_BYTES);
       }
     }
-    this.stats.readOps++;
-    this.stats.readBytes += nlb * BLOCK_SIZE_BYTES;
     return out;
   }
 
@@ -315,6 +349,7 @@ export class Clone {
     const lsn = ++this.lsn;
     const payloadEntries: MapEntry[] = [];
     const payloads: Buffer[] = [];
+    let flags = 0;
     try {
       if (writes.size <= PAYLOAD_FLUSH_LIMIT_BLOCKS) {
         for (const [lba, p] of writes) {
@@ -326,8 +361,11 @@ export class Clone {
         }
       } else {
         await this.syncData();
+        // Recovery must not redo older journalled payloads over the blocks this sync made durable
+        // (an in-place overwrite, or a block freed and reused, would go back to stale data).
+        flags = RECORD_FLAG_DATA_SYNCED;
       }
-      const { buffers, length } = encodeRecord(RECORD_TYPE_MAP, lsn, this.id, [...ops, ...payloadEntries], payloads);
+      const { buffers, length } = encodeRecord(RECORD_TYPE_MAP, lsn, this.id, [...ops, ...payloadEntries], payloads, flags);
       const journal = await this.#host.appendRecord(buffers, length);
       this.journalRefs.add(journal);
     } catch (err) {
@@ -357,12 +395,22 @@ export class Clone {
   /** Drops every change (refresh to the replica) in O(1): a durable RESET record, then the data is cut. */
   reset(): Promise<void> {
     this.#assertUsable();
-    const run = (async () => {
-      await this.#flushTail;
+    // The reset runs in the flush chain: flushes issued after it wait for it. Otherwise such a flush could
+    // journal the pre-reset map changes after the RESET record (replay would resurrect dropped blocks, or
+    // map blocks the reset truncated away) and hand pre-reset block numbers to the free list.
+    const run = this.#flushTail.then(async () => {
       const lsn = ++this.lsn;
       const { buffers, length } = encodeRecord(RECORD_TYPE_RESET, lsn, this.id, [], []);
-      const journal = await this.#host.appendRecord(buffers, length);
+      // Until the map is cleared, a checkpoint must not claim this LSN (see snapshotForCheckpoint).
+      this.#resetLsn = lsn;
+      let journal: 0 | 1;
+      try {
+        journal = await this.#host.appendRecord(buffers, length);
+      } finally {
+        this.#resetLsn = 0;
+      }
       this.journalRefs.add(journal);
+      this.#resetGeneration++;
       this.map = new BlockMap();
       this.#mapOps = [];
       this.#dirtyWrites = new Map();
@@ -371,7 +419,8 @@ export class Clone {
       if (this.#dataFd >= 0) fs.ftruncateSync(this.#dataFd, 0);
       this.#host.releaseBlocks(this.dataBlocks);
       this.dataBlocks = 0;
-    })();
+    });
+    this.#flushTail = run.catch(() => {});
     this.#gate = run.finally(() => {
       if (this.#gate === gate) this.#gate = undefined;
     });
@@ -405,21 +454,28 @@ export class Clone {
   // ---- checkpoint and recovery (used by the pool) ----
 
   /** Serialises the map for a checkpoint; see checkpoint-file.ts. */
-  snapshotForCheckpoint(): { lsn: number; map: BlockMap; dataBlocks: number; pendingFree: number[] } {
+  snapshotForCheckpoint(): { lsn: number; map: BlockMap; dataBlocks: number; pendingFree: number[]; generation: number } {
     // Blocks freed so far are not referenced by this snapshot; once it is durable they may be reused.
     const pendingFree = this.#pendingFree;
     this.#pendingFree = [];
-    return { lsn: this.lsn, map: this.map, dataBlocks: this.dataBlocks, pendingFree };
+    // While a RESET record is being appended, this.lsn is already the reset's but the map is still the
+    // old one: a checkpoint claiming that LSN would make recovery skip the RESET and bring the dropped
+    // map back (over a truncated data file). Nothing else takes an LSN meanwhile (flushes queue behind
+    // the reset), so the map is exactly the state before it.
+    const lsn = this.#resetLsn > 0 ? this.#resetLsn - 1 : this.lsn;
+    return { lsn, map: this.map, dataBlocks: this.dataBlocks, pendingFree, generation: this.#resetGeneration };
   }
 
-  checkpointDone(lsn: number, pendingFree: number[], journalIndex: 0 | 1 | undefined): void {
+  checkpointDone(lsn: number, pendingFree: number[], journalIndex: 0 | 1 | undefined, generation = this.#resetGeneration): void {
     this.checkpointLsn = Math.max(this.checkpointLsn, lsn);
-    for (const p of pendingFree) this.#free.push(p);
+    // A reset since the snapshot emptied the free list and truncated the data file: the snapshot's freed
+    // block numbers are gone, and pushing them would later put two LBAs on one block.
+    if (generation === this.#resetGeneration) for (const p of pendingFree) this.#free.push(p);
     if (journalIndex !== undefined) this.journalRefs.delete(journalIndex);
   }
 
-  checkpointFailed(pendingFree: number[]): void {
-    this.#pendingFree = pendingFree.concat(this.#pendingFree);
+  checkpointFailed(pendingFree: number[], generation = this.#resetGeneration): void {
+    if (generation === this.#resetGeneration) this.#pendingFree = pendingFree.concat(this.#pendingFree);
   }
 
   /** Recovery: opens the existing data file, if any. */

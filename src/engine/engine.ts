@@ -179,6 +179,23 @@ export class Engine {
     c.replica = next;
   }
 
+  /**
+   * Recompose: drops the clone's changes (a durable reset) and makes `replica` its parent, growing the
+   * clone if the new replica is larger. The caller records the new parent once this resolves.
+   */
+  async recomposeClone(cloneId: string, replica: ReplicaRef, sizeBytes?: number): Promise<void> {
+    const c = this.clone(cloneId);
+    const next = this.replica(replica);
+    const size = Math.max(sizeBytes ?? 0, c.sizeBytes, next.sizeBytes);
+    if (size % BLOCK_SIZE_BYTES !== 0) throw new EngineError('CLONE_SIZE', `a clone's size must be a multiple of ${BLOCK_SIZE_BYTES}`);
+    await c.reset();
+    c.replica.refs--;
+    next.refs++;
+    c.replica = next;
+    c.sizeBytes = size;
+    c.capacityBlocks = size / BLOCK_SIZE_BYTES;
+  }
+
   /** Closes a replica no clone uses (before its file is deleted). */
   releaseReplica(replicaId: string): void {
     const r = this.replicas.get(replicaId);

@@ -25,6 +25,8 @@ interface RunningJob {
   row: JobRow;
   abort: AbortController;
   cancelled: boolean;
+  /** Another runner requeued and took the job (this one was thought dead): stop, touch nothing. */
+  lost: boolean;
 }
 
 const noopLog = { info() {}, error() {} };
@@ -121,7 +123,7 @@ export class JobRunner {
   }
 
   #start(row: JobRow): void {
-    const entry: RunningJob = { row, abort: new AbortController(), cancelled: row.cancel_requested };
+    const entry: RunningJob = { row, abort: new AbortController(), cancelled: row.cancel_requested, lost: false };
     if (entry.cancelled) entry.abort.abort();
     this.#running.set(row.id, entry);
     void this.#execute(entry).finally(() => {
@@ -144,11 +146,13 @@ export class JobRunner {
 
     const flushProgress = (): void => {
       lastFlush = Date.now();
+      if (entry.lost) return;
       const done = lastDone;
       const total = lastTotal;
       const phase = lastPhase;
       flushing = flushing
         .then(async () => {
+          if (entry.lost) return;
           await this.#repo.setProgress(this.#db, row.id, done, total, phase);
           this.#events.emit('job.progress', { jobId: row.id, kind: row.kind, resourceId: row.resource_id, done, total, phase });
         })
@@ -182,6 +186,14 @@ export class JobRunner {
       },
     };
 
+    // Progress is published at least every interval while the job runs, even when it does not move.
+    const ticker: NodeJS.Timeout = setInterval(() => {
+      if (!this.#running.has(row.id)) {
+        clearInterval(ticker);
+        return;
+      }
+      if (Date.now() - lastFlush >= this.#options.progressIntervalMs && !flushTimer) flushProgress();
+    }, this.#options.progressIntervalMs);
     this.#log.info({ jobId: row.id, kind: row.kind, attempt: row.attempts }, 'job started');
     this.#events.emit('job.started', { jobId: row.id, kind: row.kind, resourceId: row.resource_id, attempt: row.attempts });
     let outcome: { state: 'succeeded' | 'failed' | 'cancelled'; error: { code: string; message: string; details?: unknown } | null };
@@ -191,8 +203,13 @@ export class JobRunner {
       await handler.run(ctx);
       outcome = { state: 'succeeded', error: null };
     } catch (err) {
+      if (entry.lost || !(await this.#stillOwns(row.id))) {
+        await this.#letGo(entry, flushTimer, flushing);
+        return;
+      }
       if (this.#stopped && !entry.cancelled) {
         // Shutting down: leave the job running for the next start (or another process) to resume.
+        clearInterval(ticker);
         if (flushTimer) clearTimeout(flushTimer);
         await flushing;
         this.#log.info({ jobId: row.id }, 'job interrupted by shutdown; it will resume');
@@ -210,11 +227,26 @@ export class JobRunner {
         outcome.error = { ...outcome.error!, details: { ...(outcome.error!.details as object), rollbackError: errorMessage(rollbackErr) } };
       }
     }
+    clearInterval(ticker);
     if (flushTimer) clearTimeout(flushTimer);
+    if (entry.lost) {
+      await this.#letGo(entry, undefined, flushing);
+      return;
+    }
     if (outcome.state === 'succeeded' && lastTotal > 0) lastDone = lastTotal;
     flushProgress();
     await flushing;
-    const finished = await this.#repo.finish(this.#db, row.id, outcome.state, { error: outcome.error, results });
+    // Written only while this runner still holds the job, so a runner that was taken for dead cannot
+    // overwrite the state of the runner that took the job over.
+    const finished = await this.#db.transaction().execute(async (trx) => {
+      const current = await this.#repo.getForUpdate(trx, row.id);
+      if (!current || current.state !== 'running' || current.claimed_by !== this.runnerId) return null;
+      return (await this.#repo.finish(trx, row.id, outcome.state, { error: outcome.error, results })) ?? null;
+    });
+    if (finished === null) {
+      await this.#letGo(entry, undefined, Promise.resolve());
+      return;
+    }
     this.#log.info({ jobId: row.id, kind: row.kind, state: outcome.state }, 'job finished');
     this.#events.emit(`job.${outcome.state}`, {
       jobId: row.id,
@@ -225,15 +257,43 @@ export class JobRunner {
     });
   }
 
+  /** Whether the job row still names this runner as the one running it. */
+  async #stillOwns(jobId: string): Promise<boolean> {
+    try {
+      const current = await this.#repo.get(this.#db, jobId);
+      return !current || (current.state === 'running' && current.claimed_by === this.runnerId);
+    } catch {
+      // Cannot tell: carry on as the owner (the final write is conditional anyway).
+      return true;
+    }
+  }
+
+  /** Stops caring about a job another runner has taken over: no rollback, no final state, no events. */
+  async #letGo(entry: RunningJob, flushTimer: NodeJS.Timeout | undefined, flushing: Promise<void>): Promise<void> {
+    entry.lost = true;
+    if (flushTimer) clearTimeout(flushTimer);
+    await flushing;
+    this.#log.info({ jobId: entry.row.id }, 'job was taken over by another runner; this runner stopped working on it');
+  }
+
   async #heartbeat(): Promise<void> {
     const ids = [...this.#running.keys()];
     if (ids.length === 0) return;
     try {
       await this.#repo.heartbeat(this.#db, ids, this.runnerId);
+      const rows = await this.#db.selectFrom('jobs').select(['id', 'state', 'claimed_by', 'cancel_requested']).where('id', 'in', ids).execute();
+      const byId = new Map(rows.map((r) => [r.id, r]));
       for (const id of ids) {
         const entry = this.#running.get(id);
-        if (!entry || entry.cancelled) continue;
-        if (await this.#repo.isCancelRequested(this.#db, id)) {
+        if (!entry || entry.lost) continue;
+        const current = byId.get(id);
+        if (current && (current.state !== 'running' || current.claimed_by !== this.runnerId)) {
+          // Requeued by another runner that thought this one dead (and maybe already claimed again).
+          entry.lost = true;
+          entry.abort.abort();
+          continue;
+        }
+        if (!entry.cancelled && (current?.cancel_requested ?? true)) {
           entry.cancelled = true;
           entry.abort.abort();
         }
@@ -245,6 +305,9 @@ export class JobRunner {
 
   async #reapStale(): Promise<void> {
     try {
+      // This runner's own jobs are alive by definition: refresh them first so a late heartbeat timer
+      // never makes the reaper requeue (and this runner claim again) a job it is still running.
+      await this.#heartbeat();
       const requeued = await this.#repo.requeueStale(this.#db, this.#options.staleAfterMs);
       if (requeued.length) {
         for (const job of requeued) this.#log.info({ jobId: job.id }, 'requeued a job whose runner stopped heartbeating');

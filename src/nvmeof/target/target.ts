@@ -106,12 +106,30 @@ export class Target implements ControllerHost {
   }
 
   removeNamespace(nqn: string, nsid: number): void {
+    this.removeNamespaces(nqn, [nsid]);
+  }
+
+  /** Removes namespaces; each controller that saw any of them gets one event. */
+  removeNamespaces(nqn: string, nsids: number[]): void {
     const sub = this.subsystems.get(nqn);
-    const ns = sub?.namespaces.get(nsid);
-    if (!sub || !ns) return;
-    const viewers = this.#controllersOf(sub).filter((c) => sub.visible(ns, c.hostnqn));
-    sub.namespaces.delete(nsid);
-    for (const c of viewers) c.notifyNamespaceChanged(nsid);
+    if (!sub) return;
+    const controllers = this.#controllersOf(sub);
+    for (const nsid of nsids) {
+      const ns = sub.namespaces.get(nsid);
+      if (!ns) continue;
+      const viewers = controllers.filter((c) => sub.visible(ns, c.hostnqn));
+      sub.namespaces.delete(nsid);
+      for (const c of viewers) c.notifyNamespaceChanged(nsid);
+    }
+  }
+
+  /** Points a namespace at another backend (same NSID, UUID and NGUID), e.g. to undo a refresh. */
+  replaceNamespaceBackend(nqn: string, nsid: number, backend: NamespaceBackend): void {
+    const sub = this.#subsystem(nqn);
+    const ns = sub.namespaces.get(nsid);
+    if (!ns) throw new Error(`subsystem ${nqn} has no namespace ${nsid}`);
+    ns.backend = backend;
+    for (const c of this.#controllersOf(sub)) if (sub.visible(ns, c.hostnqn)) c.notifyNamespaceChanged(nsid);
   }
 
   #subsystem(nqn: string): Subsystem {

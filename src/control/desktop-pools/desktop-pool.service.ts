@@ -1,0 +1,300 @@
+// Desktop pools as operators see them. Requests are validated here and turned into jobs; the jobs in
+// pool-jobs.ts do the work in bursts.
+import { randomUUID } from 'node:crypto';
+import type { Kysely } from 'kysely';
+import type { Database, DesktopPoolRow, DesktopState, JobRow } from '../../db/schema.ts';
+import { JobRepository } from '../../db/repositories/job.repository.ts';
+import { isUniqueViolation } from '../../db/repositories/executor.ts';
+import { AppError } from '../../errors.ts';
+import { toJobDto, type JobDto } from '../jobs/job-types.ts';
+import type { DesktopOps } from './desktop-ops.ts';
+import { desktopName, parseNamePattern } from './name-pattern.ts';
+import { POOL_JOB_KINDS } from './pool-jobs.ts';
+
+export const MAX_POOL_SIZE = 100_000;
+
+export interface DesktopPoolDto {
+  id: string;
+  name: string;
+  replicaId: string;
+  storagePoolId: string;
+  size: number;
+  namePattern: string;
+  hostIds: string[];
+  qos: { iops: number | null; bytesPerSecond: number | null };
+  refreshGraceSeconds: number;
+  state: string;
+  error: string | null;
+  desktops: Record<DesktopState, number> & { total: number };
+  space: { uniqueBytes: number; sharedBytes: number; savedBytes: number };
+  subsystems: Array<{ id: string; nqn: string }>;
+  createdAt: string;
+}
+
+export interface DesktopDto {
+  name: string;
+  cloneId: string;
+  subsystemNqn: string;
+  nsid: number;
+  uuid: string;
+  state: string;
+  uniqueBytes: number;
+  undoUntil: string | null;
+}
+
+export class DesktopPoolService {
+  #ops: DesktopOps;
+  #db: Kysely<Database>;
+  #jobs = new JobRepository();
+  #kick: () => void;
+
+  constructor(ops: DesktopOps, kickJobs: () => void) {
+    this.#ops = ops;
+    this.#db = ops.db;
+    this.#kick = kickJobs;
+  }
+
+  async #pool(id: string): Promise<DesktopPoolRow> {
+    const pool = await this.#ops.pools.get(this.#db, id);
+    if (!pool) throw new AppError('DESKTOP_POOL_NOT_FOUND', `desktop pool ${id} does not exist`);
+    return pool;
+  }
+
+  async #toDto(pool: DesktopPoolRow, counts?: Map<string, number>): Promise<DesktopPoolDto> {
+    const ops = this.#ops;
+    const desktops = await ops.pools.desktops(this.#db, pool.id);
+    const byState = { provisioning: 0, available: 0, 'in-use': 0, refreshing: 0, failed: 0, total: desktops.length } as DesktopPoolDto['desktops'];
+    if (counts) for (const [k, v] of counts) (byState as Record<string, number>)[k] = v;
+    else for (const d of desktops) byState[d.state]++;
+    const infos = desktops.length ? await ops.dataplane.call('cloneInfo', { ids: desktops.map((d) => d.clone_id) }) : [];
+    let unique = 0;
+    let shared = 0;
+    let full = 0;
+    for (const i of infos) {
+      unique += i.uniqueBytes;
+      shared += i.sharedBytes;
+      full += i.sizeBytes;
+    }
+    const subs = await ops.pools.subsystems(this.#db, pool.id);
+    return {
+      id: pool.id,
+      name: pool.name,
+      replicaId: pool.replica_id,
+      storagePoolId: pool.storage_pool_id,
+      size: pool.size,
+      namePattern: pool.name_pattern,
+      hostIds: await ops.pools.hostIds(this.#db, pool.id),
+      qos: { iops: pool.qos_iops, bytesPerSecond: pool.qos_bytes_per_second === null ? null : Number(pool.qos_bytes_per_second) },
+      refreshGraceSeconds: pool.refresh_grace_seconds,
+      state: pool.state,
+      error: pool.error,
+      desktops: byState,
+      // What full copies would have cost, minus what the clones cost.
+      space: { uniqueBytes: unique, sharedBytes: shared, savedBytes: Math.max(0, full - unique) },
+      subsystems: subs.map((s) => ({ id: s.subsystem_id, nqn: s.nqn })),
+      createdAt: new Date(pool.created_at).toISOString(),
+    };
+  }
+
+  async list(): Promise<DesktopPoolDto[]> {
+    const pools = await this.#ops.pools.list(this.#db);
+    return Promise.all(pools.map((p) => this.#toDto(p)));
+  }
+
+  async get(id: string): Promise<DesktopPoolDto> {
+    return this.#toDto(await this.#pool(id));
+  }
+
+  async desktops(id: string): Promise<DesktopDto[]> {
+    const pool = await this.#pool(id);
+    const ops = this.#ops;
+    const rows = await ops.pools.desktops(this.#db, pool.id);
+    const subs = new Map((await ops.pools.subsystems(this.#db, pool.id)).map((s) => [s.subsystem_id, s.nqn]));
+    const ns = new Map(
+      (await this.#db.selectFrom('namespaces').select(['clone_id', 'uuid']).where('subsystem_id', 'in', subs.size ? [...subs.keys()] : ['00000000-0000-0000-0000-000000000000']).execute()).map((n) => [n.clone_id, n.uuid]),
+    );
+    const infos = rows.length ? new Map((await ops.dataplane.call('cloneInfo', { ids: rows.map((d) => d.clone_id) })).map((i) => [i.id, i])) : new Map();
+    return rows.map((d) => ({
+      name: d.name,
+      cloneId: d.clone_id,
+      subsystemNqn: subs.get(d.subsystem_id) ?? '',
+      nsid: d.nsid,
+      uuid: ns.get(d.clone_id) ?? d.clone_id,
+      state: d.state,
+      uniqueBytes: infos.get(d.clone_id)?.uniqueBytes ?? 0,
+      undoUntil: d.undo_until ? new Date(d.undo_until).toISOString() : null,
+    }));
+  }
+
+  async #queue(trx: Kysely<Database>, poolId: string, kind: string, payload: Record<string, unknown>, total = 0): Promise<JobRow> {
+    const active = await this.#jobs.activeForResource(trx, poolId);
+    if (active.length > 0) {
+      throw new AppError('DESKTOP_POOL_BUSY', `desktop pool ${poolId} has a ${active[0].kind} job in progress`, { jobs: active.map((j) => ({ id: j.id, kind: j.kind, state: j.state })) });
+    }
+    return this.#jobs.insert(trx, { id: randomUUID(), kind, resource_id: poolId, payload: { poolId, ...payload }, progress_total: total });
+  }
+
+  #queued(job: JobRow): JobDto {
+    this.#ops.events.emit('job.queued', { jobId: job.id, kind: job.kind, resourceId: job.resource_id });
+    this.#kick();
+    return toJobDto(job);
+  }
+
+  async create(input: {
+    name: string;
+    replicaId: string;
+    storagePoolId: string;
+    size: number;
+    namePattern: string;
+    hostIds: string[];
+    qos?: { iops?: number | null; bytesPerSecond?: number | null };
+    refreshGraceSeconds?: number;
+  }): Promise<{ pool: DesktopPoolDto; job: JobDto }> {
+    const pattern = parseNamePattern(input.namePattern);
+    desktopName(pattern, input.size);
+    const { pool, job } = await this.#db
+      .transaction()
+      .execute(async (trx) => {
+        const replica = await trx.selectFrom('replicas').select(['id', 'state']).where('id', '=', input.replicaId).executeTakeFirst();
+        if (!replica) throw new AppError('REPLICA_NOT_FOUND', `replica ${input.replicaId} does not exist`, { field: 'replicaId' });
+        if (replica.state !== 'ready') throw new AppError('REPLICA_NOT_READY', `replica ${input.replicaId} is ${replica.state}`);
+        const sp = await trx.selectFrom('storage_pools').select('id').where('id', '=', input.storagePoolId).executeTakeFirst();
+        if (!sp) throw new AppError('STORAGE_POOL_NOT_FOUND', `storage pool ${input.storagePoolId} does not exist`, { field: 'storagePoolId' });
+        const hosts = await this.#ops.hosts.getMany(trx, input.hostIds);
+        const missing = input.hostIds.filter((h) => !hosts.some((x) => x.id === h));
+        if (missing.length) throw new AppError('HOST_NOT_FOUND', `host ${missing[0]} does not exist`, { field: 'hostIds' });
+        const pool = await this.#ops.pools.insert(trx, {
+          id: randomUUID(),
+          name: input.name,
+          replica_id: input.replicaId,
+          storage_pool_id: input.storagePoolId,
+          size: 0,
+          name_pattern: input.namePattern,
+          qos_iops: input.qos?.iops ?? null,
+          qos_bytes_per_second: input.qos?.bytesPerSecond ?? null,
+          refresh_grace_seconds: input.refreshGraceSeconds ?? 0,
+          state: 'provisioning',
+        });
+        await this.#ops.pools.setHosts(trx, pool.id, [...new Set(input.hostIds)]);
+        const job = await this.#queue(trx, pool.id, POOL_JOB_KINDS.resize, { size: input.size }, input.size);
+        return { pool, job };
+      })
+      .catch((err) => {
+        if (isUniqueViolation(err)) throw new AppError('NAME_TAKEN', `a desktop pool named "${input.name}" already exists`, { field: 'name' });
+        throw err;
+      });
+    this.#ops.events.emit('desktop-pool.created', { poolId: pool.id, name: pool.name, size: input.size });
+    return { pool: await this.#toDto(pool), job: this.#queued(job) };
+  }
+
+  async resize(id: string, input: { size: number; force?: boolean }): Promise<{ pool: DesktopPoolDto; job: JobDto }> {
+    const job = await this.#db.transaction().execute(async (trx) => {
+      const pool = await this.#ops.pools.getForUpdate(trx, id);
+      if (!pool) throw new AppError('DESKTOP_POOL_NOT_FOUND', `desktop pool ${id} does not exist`);
+      desktopName(parseNamePattern(pool.name_pattern), input.size);
+      const desktops = await this.#ops.pools.desktops(trx, id);
+      const removable = desktops.filter((d) => d.state !== 'in-use').length;
+      if (!input.force && desktops.length - input.size > removable) {
+        throw new AppError('DESKTOPS_IN_USE', `shrinking to ${input.size} would remove desktops in use; pass force to remove them`, {
+          inUse: desktops.filter((d) => d.state === 'in-use').map((d) => d.name),
+        });
+      }
+      return this.#queue(trx, id, POOL_JOB_KINDS.resize, { size: input.size, force: input.force === true }, Math.abs(desktops.length - input.size));
+    });
+    return { pool: await this.get(id), job: this.#queued(job) };
+  }
+
+  async refresh(id: string, input: { desktops?: string[]; force?: boolean }): Promise<{ job: JobDto }> {
+    const job = await this.#db.transaction().execute(async (trx) => {
+      const pool = await this.#ops.pools.getForUpdate(trx, id);
+      if (!pool) throw new AppError('DESKTOP_POOL_NOT_FOUND', `desktop pool ${id} does not exist`);
+      return this.#queue(trx, id, POOL_JOB_KINDS.refresh, { desktops: input.desktops, force: input.force === true });
+    });
+    return { job: this.#queued(job) };
+  }
+
+  async recompose(id: string, input: { replicaId: string; desktops?: string[]; force?: boolean }): Promise<{ job: JobDto }> {
+    const job = await this.#db.transaction().execute(async (trx) => {
+      const pool = await this.#ops.pools.getForUpdate(trx, id);
+      if (!pool) throw new AppError('DESKTOP_POOL_NOT_FOUND', `desktop pool ${id} does not exist`);
+      const current = await trx.selectFrom('replicas').select(['template_id', 'version']).where('id', '=', pool.replica_id).executeTakeFirst();
+      const next = await trx.selectFrom('replicas').select(['id', 'template_id', 'version', 'state']).where('id', '=', input.replicaId).executeTakeFirst();
+      if (!next) throw new AppError('REPLICA_NOT_FOUND', `replica ${input.replicaId} does not exist`, { field: 'replicaId' });
+      if (next.state !== 'ready') throw new AppError('REPLICA_NOT_READY', `replica ${input.replicaId} is ${next.state}`);
+      if (current && (next.template_id !== current.template_id || next.version < current.version)) {
+        throw new AppError('VALIDATION_FAILED', 'replicaId: must be a replica of the same template at the same or a newer version', { field: 'replicaId' });
+      }
+      return this.#queue(trx, id, POOL_JOB_KINDS.recompose, { replicaId: input.replicaId, desktops: input.desktops, force: input.force === true });
+    });
+    return { job: this.#queued(job) };
+  }
+
+  async delete(id: string): Promise<{ job: JobDto }> {
+    const job = await this.#db.transaction().execute(async (trx) => {
+      const pool = await this.#ops.pools.getForUpdate(trx, id);
+      if (!pool) throw new AppError('DESKTOP_POOL_NOT_FOUND', `desktop pool ${id} does not exist`);
+      const job = await this.#queue(trx, id, POOL_JOB_KINDS.delete, {}, pool.size);
+      await this.#ops.pools.update(trx, id, { state: 'deleting' });
+      return job;
+    });
+    return { job: this.#queued(job) };
+  }
+
+  async setDesktopState(id: string, name: string, state: 'in-use' | 'available'): Promise<DesktopDto> {
+    const pool = await this.#pool(id);
+    const d = await this.#ops.pools.desktopByName(this.#db, pool.id, name);
+    if (!d) throw new AppError('DESKTOP_NOT_FOUND', `desktop pool ${pool.name} has no desktop "${name}"`);
+    if (d.state === 'refreshing' || d.state === 'provisioning') throw new AppError('CONFLICT', `desktop "${name}" is ${d.state}`);
+    await this.#ops.setStates(pool.id, [d], state);
+    this.#ops.stateEvents.flush();
+    return (await this.desktops(pool.id)).find((x) => x.name === name)!;
+  }
+
+  /** Brings back the clone a refresh replaced, if its grace period has not ended. */
+  async undoRefresh(id: string, name: string): Promise<DesktopDto> {
+    const ops = this.#ops;
+    const pool = await this.#pool(id);
+    const d = await ops.pools.desktopByName(this.#db, pool.id, name);
+    if (!d) throw new AppError('DESKTOP_NOT_FOUND', `desktop pool ${pool.name} has no desktop "${name}"`);
+    if (!d.undo_clone_id || !d.undo_until || new Date(d.undo_until).getTime() < Date.now()) {
+      throw new AppError('NOTHING_TO_UNDO', `desktop "${name}" has no refresh to undo (none, or its grace period ended)`);
+    }
+    const active = await this.#jobs.activeForResource(this.#db, pool.id);
+    if (active.length) throw new AppError('DESKTOP_POOL_BUSY', `desktop pool ${pool.name} has a job in progress`);
+    const sub = (await ops.pools.subsystems(this.#db, pool.id)).find((s) => s.subsystem_id === d.subsystem_id)!;
+    const fresh = d.clone_id;
+    const restored = d.undo_clone_id;
+    const original = await this.#db.selectFrom('clones').select('replica_id').where('id', '=', restored).executeTakeFirst();
+    await this.#db.transaction().execute(async (trx) => {
+      await trx.updateTable('namespaces').set({ clone_id: restored }).where('clone_id', '=', fresh).execute();
+      await trx.updateTable('desktops').set({ clone_id: restored, undo_clone_id: null, undo_until: null }).where('id', '=', d.id).execute();
+      await trx.deleteFrom('clones').where('id', '=', fresh).execute();
+      await ops.dataplane.call('replaceNamespace', { nqn: sub.nqn, nsid: d.nsid, cloneId: restored });
+    });
+    await ops.dataplane.call('deleteClone', { id: fresh });
+    if (original && original.replica_id !== pool.replica_id) {
+      // Undoing a recompose puts the desktop back on its old replica; the pool keeps the new one.
+    }
+    ops.events.emit('desktop.refresh-undone', { poolId: pool.id, name });
+    return (await this.desktops(pool.id)).find((x) => x.name === name)!;
+  }
+
+  /** Deletes clones kept for undo whose grace period has ended. */
+  async sweepExpiredUndo(): Promise<number> {
+    const expired = await this.#db
+      .selectFrom('desktops')
+      .select(['id', 'undo_clone_id'])
+      .where('undo_clone_id', 'is not', null)
+      .where('undo_until', '<', new Date())
+      .limit(1000)
+      .execute();
+    if (expired.length === 0) return 0;
+    const ids = expired.map((e) => e.undo_clone_id!);
+    await this.#db.transaction().execute(async (trx) => {
+      await trx.updateTable('desktops').set({ undo_clone_id: null, undo_until: null }).where('id', 'in', expired.map((e) => e.id)).execute();
+      await trx.deleteFrom('clones').where('id', 'in', ids).execute();
+    });
+    await this.#ops.dataplane.call('deleteClones', { ids });
+    return ids.length;
+  }
+}

@@ -1,0 +1,209 @@
+// Desktop pools end to end through the API on both databases: a burst of 300 exported linked clones
+// with live progress, grow, shrink, refresh (with and without in-use desktops), recompose, undo, delete.
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import WebSocket from 'ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NvmeTcpHost } from '../../src/nvmeof/host/nvme-tcp-host.ts';
+import { DATABASE_KINDS } from '../helpers/databases.ts';
+import { startTestThicket, type TestThicket } from '../helpers/thicket.ts';
+
+const MiB = 1024 * 1024;
+const HOSTNQN = 'nqn.2014-08.org.nvmexpress:uuid:cccccccc-0000-4000-8000-000000000003';
+
+describe.each(DATABASE_KINDS)('desktop pools (%s)', (kind) => {
+  let t: TestThicket;
+  let templateId: string;
+  let replicaV1: string;
+  let replicaV2: string;
+  let fastPool: string;
+  let capacityPool: string;
+  let hostId: string;
+  let poolId: string;
+  const imageV1 = randomBytes(MiB);
+  const imageV2 = randomBytes(2 * MiB);
+
+  async function promote(image: Buffer, file: string): Promise<string> {
+    const p = path.join(t.dataDir, file);
+    writeFileSync(p, image);
+    const v = await t.json('POST', `/api/v1/templates/${templateId}/versions`, { sourcePath: p, format: 'raw' });
+    const r = await t.json('POST', '/api/v1/replicas', { templateVersionId: v.body.id, storagePoolId: capacityPool });
+    expect((await t.waitForJob(r.body.job.id)).state).toBe('succeeded');
+    return r.body.replica.id;
+  }
+
+  beforeAll(async () => {
+    t = await startTestThicket(kind);
+    const pools = (await t.json('GET', '/api/v1/storage-pools')).body as Array<{ id: string; name: string }>;
+    fastPool = pools.find((p) => p.name === 'fast')!.id;
+    capacityPool = pools.find((p) => p.name === 'capacity')!.id;
+    templateId = (await t.json('POST', '/api/v1/templates', { name: 'win11' })).body.id;
+    replicaV1 = await promote(imageV1, 'v1.img');
+    replicaV2 = await promote(imageV2, 'v2.img');
+    hostId = (await t.json('POST', '/api/v1/hosts', { name: 'hv1', nqn: HOSTNQN })).body.id;
+  });
+
+  afterAll(async () => {
+    await t?.destroy();
+  });
+
+  it('provisions 300 desktops in one job with progress over the WebSocket ending at done == total', async () => {
+    const ws = new WebSocket(`${t.url.replace('http', 'ws')}/api/v1/events?token=${t.token}&since=0`);
+    const progress: Array<{ done: number; total: number; jobId: string }> = [];
+    const states: Array<{ name: string; state: string }> = [];
+    ws.on('message', (m) => {
+      const e = JSON.parse(String(m));
+      if (e.type === 'job.progress') progress.push(e);
+      if (e.type === 'desktop.state') for (const d of e.desktops) states.push(d);
+    });
+    await new Promise((r) => ws.once('open', r));
+    const res = await t.json('POST', '/api/v1/desktop-pools', {
+      name: 'win11-pool',
+      replicaId: replicaV1,
+      storagePoolId: fastPool,
+      size: 300,
+      namePattern: 'win11-{n:000}',
+      hostIds: [hostId],
+    });
+    expect(res.status).toBe(202);
+    poolId = res.body.pool.id;
+    const job = await t.waitForJob(res.body.job.id, 60_000);
+    expect(job.state).toBe('succeeded');
+    await new Promise((r) => setTimeout(r, 400));
+    ws.close();
+    const mine = progress.filter((p) => p.jobId === res.body.job.id);
+    expect(mine.length).toBeGreaterThan(0);
+    for (let i = 1; i < mine.length; i++) expect(mine[i].done).toBeGreaterThanOrEqual(mine[i - 1].done);
+    expect(mine.at(-1)).toMatchObject({ done: 300, total: 300 });
+    expect(new Set(states.filter((s) => s.state === 'available').map((s) => s.name)).size).toBe(300);
+
+    const pool = await t.json('GET', `/api/v1/desktop-pools/${poolId}`);
+    expect(pool.body).toMatchObject({ size: 300, state: 'ready', desktops: { available: 300, total: 300 } });
+    expect(pool.body.space.savedBytes).toBe(300 * MiB);
+    const desktops = (await t.json('GET', `/api/v1/desktop-pools/${poolId}/desktops`)).body;
+    expect(desktops).toHaveLength(300);
+    expect(desktops[0]).toMatchObject({ name: 'win11-001', subsystemNqn: 'nqn.2026-11.io.thicket:win11-pool', nsid: 1, state: 'available' });
+    expect(desktops[299].name).toBe('win11-300');
+  });
+
+  it('serves every desktop to the pool host over NVMe/TCP', async () => {
+    const host = await NvmeTcpHost.connect({ address: '127.0.0.1', port: t.instance.nvmePort, subnqn: 'nqn.2026-11.io.thicket:win11-pool', hostnqn: HOSTNQN });
+    try {
+      const nsids = await host.activeNamespaces();
+      expect(nsids).toHaveLength(300);
+      expect((await host.read(300, 0, 16)).equals(imageV1.subarray(0, 16 * 4096))).toBe(true);
+      await host.write(1, 0, Buffer.alloc(4096, 0xab));
+      await host.flush(1);
+      expect((await host.read(2, 0, 1)).equals(imageV1.subarray(0, 4096))).toBe(true);
+    } finally {
+      await host.close();
+    }
+  });
+
+  it('refreshes available desktops and skips in-use ones unless forced', async () => {
+    const inUse = await t.json('POST', `/api/v1/desktop-pools/${poolId}/desktops/win11-001/state`, { state: 'in-use' });
+    expect(inUse.status).toBe(200);
+    expect(inUse.body.state).toBe('in-use');
+    const r = await t.json('POST', `/api/v1/desktop-pools/${poolId}/refresh`, {});
+    const job = await t.waitForJob(r.body.job.id);
+    expect(job.state).toBe('succeeded');
+    expect(job.results.filter((x: { status: string }) => x.status === 'skipped').map((x: { item: string }) => x.item)).toEqual(['win11-001']);
+    const d1 = (await t.json('GET', `/api/v1/desktop-pools/${poolId}/desktops`)).body[0];
+    expect(d1.uniqueBytes).toBe(4096); // kept its write
+    const forced = await t.json('POST', `/api/v1/desktop-pools/${poolId}/refresh`, { desktops: ['win11-001'], force: true });
+    expect((await t.waitForJob(forced.body.job.id)).state).toBe('succeeded');
+    const after = (await t.json('GET', `/api/v1/desktop-pools/${poolId}/desktops`)).body[0];
+    expect(after.uniqueBytes).toBe(0);
+    expect(after.state).toBe('in-use');
+  });
+
+  it('shrinks by removing available desktops first and refuses to remove in-use ones without force', async () => {
+    const refused = await t.json('PATCH', `/api/v1/desktop-pools/${poolId}`, { size: 0 });
+    expect(refused.status).toBe(409);
+    const res = await t.json('PATCH', `/api/v1/desktop-pools/${poolId}`, { size: 250 });
+    expect(res.status).toBe(202);
+    expect((await t.waitForJob(res.body.job.id)).state).toBe('succeeded');
+    const desktops = (await t.json('GET', `/api/v1/desktop-pools/${poolId}/desktops`)).body as Array<{ name: string }>;
+    expect(desktops).toHaveLength(250);
+    expect(desktops.some((d) => d.name === 'win11-001')).toBe(true);
+    const grow = await t.json('PATCH', `/api/v1/desktop-pools/${poolId}`, { size: 320 });
+    expect((await t.waitForJob(grow.body.job.id)).state).toBe('succeeded');
+    const pool = await t.json('GET', `/api/v1/desktop-pools/${poolId}`);
+    expect(pool.body.size).toBe(320);
+  });
+
+  it('recomposes onto a newer replica and refuses an unrelated one', async () => {
+    const other = (await t.json('POST', '/api/v1/templates', { name: 'other' })).body.id;
+    void other;
+    const bad = await t.json('POST', `/api/v1/desktop-pools/${poolId}/recompose`, { replicaId: '00000000-0000-4000-8000-000000000000' });
+    expect(bad.status).toBe(404);
+    const res = await t.json('POST', `/api/v1/desktop-pools/${poolId}/recompose`, { replicaId: replicaV2, force: true });
+    expect(res.status).toBe(202);
+    expect((await t.waitForJob(res.body.job.id, 60_000)).state).toBe('succeeded');
+    const pool = await t.json('GET', `/api/v1/desktop-pools/${poolId}`);
+    expect(pool.body.replicaId).toBe(replicaV2);
+    const host = await NvmeTcpHost.connect({ address: '127.0.0.1', port: t.instance.nvmePort, subnqn: 'nqn.2026-11.io.thicket:win11-pool', hostnqn: HOSTNQN });
+    try {
+      expect((await host.read(1, 256, 16)).equals(imageV2.subarray(MiB, MiB + 16 * 4096))).toBe(true);
+    } finally {
+      await host.close();
+    }
+  });
+
+  it('deletes the pool, its clones, namespaces and subsystem', async () => {
+    const clonesBefore = (await t.json('GET', '/api/v1/clones')).body.length;
+    expect(clonesBefore).toBeGreaterThanOrEqual(320);
+    const res = await t.json('DELETE', `/api/v1/desktop-pools/${poolId}`);
+    expect(res.status).toBe(202);
+    expect((await t.waitForJob(res.body.job.id)).state).toBe('succeeded');
+    expect((await t.json('GET', `/api/v1/desktop-pools/${poolId}`)).status).toBe(404);
+    expect((await t.json('GET', '/api/v1/clones')).body).toHaveLength(0);
+    expect((await t.json('GET', '/api/v1/subsystems')).body).toHaveLength(0);
+  });
+
+  it('undoes a refresh within the grace period', async () => {
+    const res = await t.json('POST', '/api/v1/desktop-pools', {
+      name: 'grace',
+      replicaId: replicaV2,
+      storagePoolId: fastPool,
+      size: 2,
+      namePattern: 'g-{n}',
+      hostIds: [hostId],
+      refreshGraceSeconds: 600,
+    });
+    await t.waitForJob(res.body.job.id);
+    const gid = res.body.pool.id;
+    const host = await NvmeTcpHost.connect({ address: '127.0.0.1', port: t.instance.nvmePort, subnqn: 'nqn.2026-11.io.thicket:grace', hostnqn: HOSTNQN });
+    try {
+      await host.write(1, 3, Buffer.alloc(4096, 0x5a));
+      await host.flush(1);
+      const r = await t.json('POST', `/api/v1/desktop-pools/${gid}/refresh`, { desktops: ['g-1'] });
+      expect((await t.waitForJob(r.body.job.id)).state).toBe('succeeded');
+      expect((await host.read(1, 3, 1)).equals(imageV2.subarray(3 * 4096, 4 * 4096))).toBe(true);
+      const undo = await t.json('POST', `/api/v1/desktop-pools/${gid}/desktops/g-1/undo-refresh`);
+      expect(undo.status).toBe(200);
+      expect((await host.read(1, 3, 1)).equals(Buffer.alloc(4096, 0x5a))).toBe(true);
+      const again = await t.json('POST', `/api/v1/desktop-pools/${gid}/desktops/g-1/undo-refresh`);
+      expect(again.status).toBe(409);
+    } finally {
+      await host.close();
+    }
+  });
+
+  it('rejects bad input with 400 naming the field', async () => {
+    const base = { name: 'x', replicaId: replicaV1, storagePoolId: fastPool, size: 1, namePattern: 'x-{n}', hostIds: [] };
+    const cases: Array<[Record<string, unknown>, string]> = [
+      [{ ...base, namePattern: 'no-placeholder' }, 'namePattern'],
+      [{ ...base, size: -1 }, 'size'],
+      [{ ...base, size: 'ten' }, 'size'],
+      [{ ...base, hostIds: ['nope'] }, 'hostIds'],
+    ];
+    for (const [body, field] of cases) {
+      const res = await t.json('POST', '/api/v1/desktop-pools', body);
+      expect(res.status, JSON.stringify(body)).toBe(400);
+      expect(res.body.error.message).toContain(field);
+    }
+    expect((await t.json('GET', '/api/v1/desktop-pools/00000000-0000-4000-8000-000000000000')).status).toBe(404);
+  });
+});
