@@ -53,14 +53,21 @@ export function templateRoutes(service: TemplateService): Hono {
       const body = await parseJsonBody(c, versionFromPathBody);
       return c.json(await service.addVersionFromPath(templateId, body.sourcePath, body.format), 201);
     }
-    if (contentType === 'application/octet-stream' || contentType === '') {
-      const { format } = parseWith(versionUploadQuery, c.req.query());
-      const stream = c.req.raw.body;
-      if (!stream) throw new AppError('IMAGE_INVALID', 'the image is empty');
-      const body = Readable.fromWeb(stream as import('node:stream/web').ReadableStream<Uint8Array>);
-      return c.json(await service.addVersionFromStream(templateId, body, format), 201);
+    try {
+      if (contentType === 'application/octet-stream' || contentType === '') {
+        const { format } = parseWith(versionUploadQuery, c.req.query());
+        const stream = c.req.raw.body;
+        if (!stream) throw new AppError('IMAGE_INVALID', 'the image is empty');
+        const body = Readable.fromWeb(stream as import('node:stream/web').ReadableStream<Uint8Array>);
+        return c.json(await service.addVersionFromStream(templateId, body, format), 201);
+      }
+      throw new AppError('UNSUPPORTED_MEDIA_TYPE', `Content-Type must be application/octet-stream (image bytes) or application/json ({sourcePath, format}), got "${contentType}"`);
+    } catch (err) {
+      // The rest of a refused upload may still be on its way; the server drops it only for a short while
+      // before closing the connection, so the client must not send another request on this one.
+      c.header('Connection', 'close');
+      throw err;
     }
-    throw new AppError('UNSUPPORTED_MEDIA_TYPE', `Content-Type must be application/octet-stream (image bytes) or application/json ({sourcePath, format}), got "${contentType}"`);
   });
   return app;
 }

@@ -15,7 +15,7 @@ import { copySparse, hashFile } from '../../engine/sparse-copy.ts';
 import { SparseImageWriter } from '../../engine/sparse-image-writer.ts';
 import { AppError, errorMessage } from '../../errors.ts';
 import type { EventBus } from '../events/event-bus.ts';
-import { convertToRaw, QemuImgError, type ImageFormat } from './qemu-img.ts';
+import { assertSelfContained, convertToRaw, QemuImgError, UnsafeImageError, type ImageFormat } from './qemu-img.ts';
 
 export interface TemplateVersionDto {
   id: string;
@@ -62,6 +62,9 @@ function toTemplateDto(row: TemplateRow, versionCount: number, latestVersion: nu
 }
 
 const TEMP_PREFIX = '.incoming-';
+/** How much of an upload is still read (and dropped) after writing it failed, so the client gets the answer. */
+const DRAIN_AFTER_FAILURE_BYTES = 256 * 1024 * 1024;
+const DRAIN_AFTER_FAILURE_MS = 10_000;
 
 export class TemplateService {
   #db: Kysely<Database>;
@@ -139,9 +142,11 @@ export class TemplateService {
         return await this.#register(templateId, versionId, format, incoming, result.sizeBytes, result.sha256);
       }
       await this.#receiveSparse(body, incoming);
-      await this.#convert(incoming, format, converted);
+      await this.#convert(incoming, format, converted, 'the uploaded image');
       const { sizeBytes, sha256 } = await this.#padAndHash(converted);
       return await this.#register(templateId, versionId, format, converted, sizeBytes, sha256);
+    } catch (err) {
+      throw await this.#explainFailure(templateId, err);
     } finally {
       await unlink(incoming).catch(() => {});
       await unlink(converted).catch(() => {});
@@ -175,6 +180,8 @@ export class TemplateService {
       await this.#convert(sourcePath, format, temp);
       const { sizeBytes, sha256 } = await this.#padAndHash(temp);
       return await this.#register(templateId, versionId, format, temp, sizeBytes, sha256);
+    } catch (err) {
+      throw await this.#explainFailure(templateId, err);
     } finally {
       await unlink(temp).catch(() => {});
     }
@@ -209,6 +216,28 @@ export class TemplateService {
     return removed;
   }
 
+  /**
+   * A template deleted while one of its versions was being added takes its directory, and the temporary
+   * files in it, along: whatever then failed (a vanished file, the converter unable to open its input) is
+   * reported as the template being gone, and a directory this upload re-created is removed. A full disk
+   * anywhere on the way is reported as such.
+   */
+  async #explainFailure(templateId: string, err: unknown): Promise<unknown> {
+    let gone = err instanceof AppError && err.code === 'TEMPLATE_NOT_FOUND';
+    if (!gone) {
+      try {
+        gone = !(await this.#repo.get(this.#db, templateId));
+      } catch {
+        return mapIoError(err);
+      }
+    }
+    if (!gone) return mapIoError(err);
+    await rm(path.join(this.templatesDir, templateId), { recursive: true, force: true }).catch(() => {});
+    return err instanceof AppError && err.code === 'TEMPLATE_NOT_FOUND'
+      ? err
+      : new AppError('TEMPLATE_NOT_FOUND', `template ${templateId} was deleted during the upload`);
+  }
+
   async #requireTemplate(id: string): Promise<void> {
     if (!(await this.#repo.get(this.#db, id))) throw new AppError('TEMPLATE_NOT_FOUND', `template ${id} does not exist`);
   }
@@ -217,7 +246,25 @@ export class TemplateService {
     const fd = await open(file, 'wx', 0o644);
     try {
       const writer = new SparseImageWriter(fd);
-      for await (const chunk of body) await writer.write(chunk);
+      let failure: { err: unknown } | undefined;
+      let dropped = 0;
+      let dropUntil = 0;
+      for await (const chunk of body) {
+        if (!failure) {
+          try {
+            await writer.write(chunk);
+          } catch (err) {
+            failure = { err };
+            dropUntil = Date.now() + DRAIN_AFTER_FAILURE_MS;
+          }
+          continue;
+        }
+        // Leaving the loop destroys the request and with it the connection, and a client still sending
+        // would see a reset instead of the error response: read and drop the rest of the upload, bounded.
+        dropped += chunk.length;
+        if (dropped > DRAIN_AFTER_FAILURE_BYTES || Date.now() > dropUntil) break;
+      }
+      if (failure) throw failure.err;
       return await writer.finish();
     } catch (err) {
       throw mapIoError(err);
@@ -226,12 +273,19 @@ export class TemplateService {
     }
   }
 
-  async #convert(source: string, format: ImageFormat, destination: string): Promise<void> {
+  /** `label` names the source in messages instead of its path (an upload's temporary file means nothing to a client). */
+  async #convert(source: string, format: ImageFormat, destination: string, label?: string): Promise<void> {
     try {
+      await assertSelfContained(source, format);
       await convertToRaw(source, format, destination);
     } catch (err) {
+      if (err instanceof UnsafeImageError) throw new AppError('IMAGE_INVALID', `refusing the ${format} image: ${err.message}`, { format, reason: err.message });
+      if (err instanceof QemuImgError && /No space left on device/i.test(err.message)) {
+        throw new AppError('INSUFFICIENT_SPACE', 'not enough space in the data directory for this image', { format, converter: err.message });
+      }
       if (err instanceof QemuImgError) {
-        throw new AppError('IMAGE_INVALID', `cannot convert the ${format} image: ${err.message}`, { format, converter: err.message });
+        const message = label ? err.message.split(`'${source}'`).join(label).split(source).join(label) : err.message;
+        throw new AppError('IMAGE_INVALID', `cannot convert the ${format} image: ${message}`, { format, converter: message });
       }
       throw err;
     }

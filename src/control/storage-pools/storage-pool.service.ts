@@ -106,7 +106,6 @@ export class StoragePoolService {
     // Paths are compared after resolving symbolic links: two pools sharing one directory would each take
     // the other's replica files for orphans and delete them.
     const real = await realpathOr(poolPath);
-    await this.#refuseDataDirectory(real, input.path);
     const existing = await this.#repo.list(this.#db);
     for (const other of existing) {
       if (other.name === input.name) throw new AppError('NAME_TAKEN', `a storage pool named "${input.name}" already exists`, { field: 'name' });
@@ -116,6 +115,7 @@ export class StoragePoolService {
         throw new AppError('CONFLICT', `path ${poolPath} overlaps storage pool "${other.name}" at ${other.path}`, { field: 'path' });
       }
     }
+    await this.#refuseDataDirectory(real, input.path);
     await preparePoolDirectories(poolPath);
     let row: StoragePoolRow;
     try {
@@ -129,6 +129,10 @@ export class StoragePoolService {
         await this.#engine.openPool(row.id);
       } catch (err) {
         await this.#repo.delete(this.#db, row.id);
+        // The engine preallocates the pool's journal; a device without room for it is the caller's problem.
+        if ((err as NodeJS.ErrnoException)?.code === 'ENOSPC') {
+          throw new AppError('INSUFFICIENT_SPACE', `path: the device at ${poolPath} has no room for the storage pool's journal`, { field: 'path', path: input.path });
+        }
         throw err;
       }
     }
