@@ -128,12 +128,7 @@ export class DesktopOps {
     let engineCreated = false;
     try {
       await this.db.transaction().execute(async (trx) => {
-        await this.clones.insertMany(trx, cloneRows);
-        await this.pools.insertDesktops(trx, desktops);
-        await this.subsystems.insertNamespaces(
-          trx,
-          desktops.map((d) => ({ subsystem_id: d.subsystem_id, nsid: d.nsid, clone_id: d.clone_id, uuid: d.clone_id, nguid: nguidFor(d.clone_id).toString('hex'), visible_host_ids: null })),
-        );
+        await this.pools.insertDesktopBatch(trx, cloneRows, desktops, desktops.map((d) => nguidFor(d.clone_id).toString('hex')));
         await this.dataplane.call('createClones', {
           clones: cloneRows.map((c) => ({
             id: c.id,

@@ -70,6 +70,40 @@ export class DesktopPoolRepository {
         ${rows.map((r) => r.name)}::text[], ${rows.map((r) => r.clone_id)}::uuid[], ${rows.map((r) => r.subsystem_id)}::uuid[],
         ${rows.map((r) => r.nsid)}::int4[], ${rows.map((r) => r.state)}::text[], ${rows.map((r) => r.job_id)}::uuid[])`.execute(db);
   }
+  /**
+   * Inserts a batch of desktops with their clones and namespaces in ONE statement (data-modifying CTEs):
+   * one round trip and one parse for the whole burst batch.
+   */
+  async insertDesktopBatch(
+    db: Executor,
+    clones: Array<{ id: string; name: string; replica_id: string; storage_pool_id: string; size_bytes: number; qos_iops: number | null; qos_bytes_per_second: number | null }>,
+    desktops: NewDesktop[],
+    nguids: string[],
+  ): Promise<void> {
+    if (desktops.length === 0) return;
+    await sql`
+      WITH c AS (
+        INSERT INTO clones (id, name, replica_id, storage_pool_id, size_bytes, state, qos_iops, qos_bytes_per_second)
+        SELECT id, name, replica_id, storage_pool_id, size_bytes, 'ready', qos_iops, qos_bytes_per_second FROM unnest(
+          ${clones.map((r) => r.id)}::uuid[], ${clones.map((r) => r.name)}::text[], ${clones.map((r) => r.replica_id)}::uuid[],
+          ${clones.map((r) => r.storage_pool_id)}::uuid[], ${clones.map((r) => r.size_bytes)}::int8[],
+          ${clones.map((r) => r.qos_iops)}::int4[], ${clones.map((r) => r.qos_bytes_per_second)}::int8[]
+        ) AS t(id, name, replica_id, storage_pool_id, size_bytes, qos_iops, qos_bytes_per_second)
+        RETURNING 1
+      ), d AS (
+        INSERT INTO desktops (id, pool_id, idx, name, clone_id, subsystem_id, nsid, state, job_id)
+        SELECT * FROM unnest(
+          ${desktops.map((r) => r.id)}::uuid[], ${desktops.map((r) => r.pool_id)}::uuid[], ${desktops.map((r) => r.idx)}::int4[],
+          ${desktops.map((r) => r.name)}::text[], ${desktops.map((r) => r.clone_id)}::uuid[], ${desktops.map((r) => r.subsystem_id)}::uuid[],
+          ${desktops.map((r) => r.nsid)}::int4[], ${desktops.map((r) => r.state)}::text[], ${desktops.map((r) => r.job_id)}::uuid[])
+        RETURNING 1
+      )
+      INSERT INTO namespaces (subsystem_id, nsid, clone_id, uuid, nguid, visible_host_ids)
+      SELECT s, n, c, c, g, NULL FROM unnest(
+        ${desktops.map((r) => r.subsystem_id)}::uuid[], ${desktops.map((r) => r.nsid)}::int4[],
+        ${desktops.map((r) => r.clone_id)}::uuid[], ${nguids}::text[]) AS t(s, n, c, g)`.execute(db);
+  }
+
   async setStates(db: Executor, ids: string[], state: DesktopState): Promise<void> {
     if (ids.length === 0) return;
     await db.updateTable('desktops').set({ state, updated_at: sql`now()` as never }).where('id', 'in', ids).execute();
