@@ -39,18 +39,21 @@ const handlers: Handlers = {
   setSubsystemHosts({ nqn, hosts }) {
     requireTarget().setHosts(nqn, hosts);
   },
-  addNamespaces({ nqn, namespaces }) {
+  async addNamespaces({ nqn, namespaces }) {
     const t = requireTarget();
-    t.addNamespaces(
-      nqn,
-      namespaces.map((n) => ({
+    for (let i = 0; i < namespaces.length; i += 200) {
+      if (i > 0) await new Promise((r) => setImmediate(r));
+      t.addNamespaces(
+        nqn,
+        namespaces.slice(i, i + 200).map((n) => ({
         nsid: n.nsid,
         uuid: n.uuid,
         nguid: Buffer.from(n.nguid, 'hex'),
         backend: new CloneNamespaceBackend(engine.clone(n.cloneId)),
-        visibleTo: n.visibleTo,
-      })),
-    );
+          visibleTo: n.visibleTo,
+        })),
+      );
+    }
   },
   removeNamespace({ nqn, nsid }) {
     requireTarget().removeNamespaces(nqn, [nsid]);
@@ -67,8 +70,12 @@ const handlers: Handlers = {
     await pool.close();
     engine.pools.delete(poolId);
   },
-  createClones({ clones }) {
-    engine.createClones(clones);
+  async createClones({ clones }) {
+    // In slices, yielding between them, so a burst of thousands never holds up I/O for long.
+    for (let i = 0; i < clones.length; i += 200) {
+      engine.createClones(clones.slice(i, i + 200));
+      if (i + 200 < clones.length) await new Promise((r) => setImmediate(r));
+    }
   },
   deleteClone: ({ id }) => engine.deleteClone(id),
   async deleteClones({ ids }) {

@@ -146,15 +146,31 @@ export class Clone {
    * no fresh memory for the GC to reclaim, which is what makes small random reads cheap.
    */
   async read(slba: number, nlb: number, into?: Buffer): Promise<Buffer[]> {
-    this.#checkRange(slba, nlb);
-    const wait = this.#admit(nlb * BLOCK_SIZE_BYTES);
-    if (wait) await wait;
-    this.#assertUsable();
-    return this.readNow(slba, nlb, into);
+    return this.readNowOrLater(slba, nlb, into);
   }
 
-  /** The synchronous part of a read: one device read per run of owned blocks (see read()). */
-  readNow(slba: number, nlb: number, into?: Buffer): Buffer[] {
+  /**
+   * read() without a promise when nothing has to wait (no reset in progress, QoS admits it at once):
+   * returns the views (or throws) at once, else a promise of them. The NVMe target's fast path.
+   * `scratch` (without `into`): a buffer of at least nlb blocks the caller reuses once it is done with the
+   * views; owned blocks are read into it at their offset instead of new memory, inherited and zero
+   * blocks still come as views of the cache and the zero buffer (no copy).
+   */
+  readNowOrLater(slba: number, nlb: number, into?: Buffer, scratch?: Buffer): Buffer[] | Promise<Buffer[]> {
+    this.#checkRange(slba, nlb);
+    const wait = this.#admit(nlb * BLOCK_SIZE_BYTES);
+    if (wait) {
+      return wait.then(() => {
+        this.#assertUsable();
+        return this.readNow(slba, nlb, into, scratch);
+      });
+    }
+    this.#assertUsable();
+    return this.readNow(slba, nlb, into, scratch);
+  }
+
+  /** The synchronous part of a read: one device read per run of owned blocks (see read(), readNowOrLater()). */
+  readNow(slba: number, nlb: number, into?: Buffer, scratch?: Buffer): Buffer[] {
     const bytes = nlb * BLOCK_SIZE_BYTES;
     if (into !== undefined && into.length < bytes) throw new RangeError(`read buffer of ${into.length} bytes is smaller than ${bytes}`);
     this.stats.readOps++;
@@ -181,9 +197,25 @@ export class Clone {
       return [dest];
     }
     const out: Buffer[] = [];
+    if (scratch !== undefined && scratch.length < bytes) scratch = undefined;
+    if (nlb === 1) {
+      // The commonest request: no run list.
+      const p = map.owned.size > 0 ? map.owned.get(slba) : undefined;
+      if (p !== undefined) {
+        const buf = scratch === undefined ? takeBuffer(BLOCK_SIZE_BYTES) : scratch.length === BLOCK_SIZE_BYTES ? scratch : scratch.subarray(0, BLOCK_SIZE_BYTES);
+        this.#readData(buf, p);
+        out.push(buf);
+      } else if (slba < this.replica.blocks && (map.zero.size === 0 || !map.zero.has(slba))) {
+        cache.read(this.replica, slba, 1, out);
+      } else {
+        pushZeroes(out, BLOCK_SIZE_BYTES);
+      }
+      return out;
+    }
     for (const run of map.runs(slba, nlb, this.replica.blocks)) {
       if (run.kind === 'owned') {
-        const buf = takeBuffer(run.n * BLOCK_SIZE_BYTES);
+        const at = (run.lba - slba) * BLOCK_SIZE_BYTES;
+        const buf = scratch === undefined ? takeBuffer(run.n * BLOCK_SIZE_BYTES) : scratch.subarray(at, at + run.n * BLOCK_SIZE_BYTES);
         this.#readData(buf, run.pblock);
         out.push(buf);
       } else if (run.kind === 'inherit') {
@@ -211,16 +243,27 @@ export class Clone {
 
   /** Writes whole blocks starting at slba from a gather list; `fua` makes it durable before resolving. */
   async write(slba: number, chunks: Buffer | readonly Buffer[], options: { fua?: boolean } = {}): Promise<void> {
+    return this.writeNowOrLater(slba, chunks, options);
+  }
+
+  /** write() without a promise when nothing has to wait and no FUA flush is asked for (see readNowOrLater). */
+  writeNowOrLater(slba: number, chunks: Buffer | readonly Buffer[], options: { fua?: boolean } = {}): void | Promise<void> {
     const list = Buffer.isBuffer(chunks) ? [chunks] : chunks;
     const bytes = totalLength(list);
     if (bytes === 0 || bytes % BLOCK_SIZE_BYTES !== 0) throw new LbaOutOfRangeError(slba, bytes / BLOCK_SIZE_BYTES, this.capacityBlocks);
     const nlb = bytes / BLOCK_SIZE_BYTES;
     this.#checkRange(slba, nlb);
     const wait = this.#admit(bytes);
-    if (wait) await wait;
+    if (wait) {
+      return wait.then(() => {
+        this.#assertUsable();
+        this.writeNow(slba, nlb, list);
+        if (options.fua) return this.flush();
+      });
+    }
     this.#assertUsable();
     this.writeNow(slba, nlb, list);
-    if (options.fua) await this.flush();
+    if (options.fua) return this.flush();
   }
 
   writeNow(slba: number, nlb: number, list: readonly Buffer[]): void {
@@ -354,7 +397,7 @@ export class Clone {
       if (writes.size <= PAYLOAD_FLUSH_LIMIT_BLOCKS) {
         for (const [lba, p] of writes) {
           if (this.map.owned.get(lba) !== p) continue;
-          const buf = Buffer.allocUnsafe(BLOCK_SIZE_BYTES);
+          const buf = takeBuffer(BLOCK_SIZE_BYTES);
           this.#readData(buf, p);
           payloadEntries.push({ lba, n: 1, value: p });
           payloads.push(buf);
@@ -495,10 +538,8 @@ export class Clone {
     this.#writeData([payload], pblock);
   }
 
-  /** Recovery: the data file was cut by a replayed RESET. */
-  truncateData(): void {
-    if (this.#dataFd >= 0) fs.ftruncateSync(this.#dataFd, 0);
-  }
+  // (No truncateData for a replayed RESET: the data file may hold blocks written after the reset and made
+  // durable by a data sync; see PoolStore.open. rebuildAllocation trims what the final map leaves unused.)
 
   /** Recovery: rebuilds the free list from the map and trims the data file. Returns false if the map points past the data. */
   rebuildAllocation(): boolean {

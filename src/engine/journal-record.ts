@@ -8,6 +8,12 @@ export const RECORD_HEADER_BYTES = 56;
 export const ENTRY_BYTES = 24;
 export const RECORD_TYPE_MAP = 1;
 export const RECORD_TYPE_RESET = 2;
+/**
+ * Flag (header bytes 42-43, zero in records written before it existed): the clone's data file was
+ * fdatasync'ed before this record was written, so it holds every block at least as new as any payload
+ * of an earlier record; recovery must not redo those older payloads over it.
+ */
+export const RECORD_FLAG_DATA_SYNCED = 1;
 
 /** An entry maps [lba, lba+n) to value: a block number (consecutive for the run), MAP_ZERO or MAP_INHERIT. */
 export interface MapEntry {
@@ -18,6 +24,7 @@ export interface MapEntry {
 
 export interface DecodedRecord {
   type: number;
+  flags: number;
   epoch: number;
   lsn: number;
   cloneId: string;
@@ -27,9 +34,24 @@ export interface DecodedRecord {
   length: number;
 }
 
+// Encoded ids, kept because every flush of a clone encodes its id again (a regex and a hex parse cost
+// about 1 µs). Bounded: cleared when it reaches ID_CACHE_LIMIT entries.
+const ID_CACHE_LIMIT = 65_536;
+const idCache = new Map<string, Buffer>();
+
 export function uuidToBytes(id: string, out: Buffer, offset: number): void {
-  out.write(id.replace(/-/g, ''), offset, 16, 'hex');
+  let bytes = idCache.get(id);
+  if (!bytes) {
+    bytes = Buffer.alloc(16);
+    bytes.write(id.replace(/-/g, ''), 0, 16, 'hex');
+    if (idCache.size >= ID_CACHE_LIMIT) idCache.clear();
+    idCache.set(id, bytes);
+  }
+  bytes.copy(out, offset);
 }
+
+/** Shared zero padding (a record's padding is at most 7 bytes). */
+const PAD = Buffer.alloc(8);
 
 export function bytesToUuid(buf: Buffer, offset: number): string {
   const h = buf.toString('hex', offset, offset + 16);
@@ -51,15 +73,20 @@ export function encodeRecord(
   cloneId: string,
   entries: MapEntry[],
   payloads: Buffer[],
+  flags = 0,
 ): { buffers: Buffer[]; length: number } {
   const headLength = RECORD_HEADER_BYTES + entries.length * ENTRY_BYTES;
   const rawLength = headLength + payloads.length * BLOCK_SIZE_BYTES;
   const length = pad8(rawLength);
-  const head = Buffer.alloc(headLength);
+  // allocUnsafe takes small headers from Node's pool instead of a new zeroed ArrayBuffer each; every
+  // byte is written below (the 56-byte header zeroed first, then every entry).
+  const head = Buffer.allocUnsafe(headLength);
+  head.fill(0, 0, RECORD_HEADER_BYTES);
   head.writeUInt32LE(length, 4);
   head.writeDoubleLE(lsn, 16);
   uuidToBytes(cloneId, head, 24);
   head.writeUInt16LE(type, 40);
+  head.writeUInt16LE(flags, 42);
   head.writeUInt32LE(entries.length, 44);
   head.writeUInt32LE(payloads.length, 48);
   let off = RECORD_HEADER_BYTES;
@@ -70,7 +97,7 @@ export function encodeRecord(
     off += ENTRY_BYTES;
   }
   const buffers: Buffer[] = [head, ...payloads];
-  if (length > rawLength) buffers.push(Buffer.alloc(length - rawLength));
+  if (length > rawLength) buffers.push(PAD.subarray(0, length - rawLength));
   return { buffers, length };
 }
 
@@ -111,6 +138,7 @@ export function decodeRecord(buf: Buffer, offset: number, epoch: number): Decode
   }
   return {
     type: buf.readUInt16LE(offset + 40),
+    flags: buf.readUInt16LE(offset + 42),
     epoch,
     lsn: buf.readDoubleLE(offset + 16),
     cloneId: bytesToUuid(buf, offset + 24),

@@ -116,8 +116,11 @@ export class PoolJournal {
   /** Fills the file with zeroes so appends never need new space: a full pool must still be able to flush. */
   async #preallocate(fd: number, from: number): Promise<void> {
     const chunk = Buffer.alloc(1024 * 1024);
-    for (let pos = from - (from % chunk.length); pos < this.capacityBytes; pos += chunk.length) {
-      fs.writeSync(fd, chunk, 0, Math.min(chunk.length, this.capacityBytes - pos), pos);
+    // Start exactly at the current end: a file cut short (a torn tail, or one written with a smaller
+    // journalBytes) still holds records before `from`, and rounding down to a chunk boundary used to zero
+    // them, header included, losing every acknowledged record in the file. Later chunks are aligned.
+    for (let pos = from; pos < this.capacityBytes; pos += chunk.length - (pos % chunk.length)) {
+      fs.writeSync(fd, chunk, 0, Math.min(chunk.length - (pos % chunk.length), this.capacityBytes - pos), pos);
     }
     await fdatasync(fd);
   }
@@ -165,7 +168,12 @@ export class PoolJournal {
     if (length > this.capacityBytes / 4) return Promise.reject(new Error(`journal record of ${length} bytes is too large`));
     return new Promise((resolve, reject) => {
       this.#queue.push({ buffers, length, resolve, reject });
-      if (!this.#committing) void this.#commitLoop();
+      if (!this.#committing) {
+        // Start the commit after the current turn of the event loop: every clone that flushes in this
+        // turn (a flush storm arrives as one burst of microtasks) joins the first batch and its fdatasync.
+        this.#committing = true;
+        setImmediate(() => void this.#commitLoop());
+      }
     });
   }
 

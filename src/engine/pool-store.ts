@@ -8,7 +8,7 @@ import { MAP_INHERIT, MAP_ZERO, BlockMap } from './block-map.ts';
 import { encodeCheckpoint, readCheckpoint, writeCheckpoint } from './checkpoint-file.ts';
 import { Clone, type CloneHost } from './clone.ts';
 import { OutOfSpaceError } from './errors.ts';
-import { RECORD_TYPE_RESET } from './journal-record.ts';
+import { RECORD_FLAG_DATA_SYNCED, RECORD_TYPE_RESET } from './journal-record.ts';
 import { DEFAULT_JOURNAL_BYTES, PoolJournal } from './pool-journal.ts';
 import type { ReplicaCache } from './replica-cache.ts';
 import type { ReplicaImage } from './replica-image.ts';
@@ -153,18 +153,32 @@ export class PoolStore implements CloneHost {
         clone.failed = (err as Error).message;
       }
     }
+    // Journalled payloads are redone only from records after a clone's last RESET or data-synced record:
+    // such a record means the data file already held newer contents for every block (or, after a RESET,
+    // block numbers from before it mean nothing), and redoing an older payload would overwrite a block
+    // that was since overwritten in place or freed and reused for another LBA.
+    const redoAfter = new Map<Clone, number>();
+    for (let i = 0; i < records.length; i++) {
+      const rec = records[i];
+      const clone = this.clones.get(rec.cloneId);
+      if (!clone || rec.lsn <= clone.checkpointLsn) continue;
+      if (rec.type === RECORD_TYPE_RESET || (rec.flags & RECORD_FLAG_DATA_SYNCED) !== 0) redoAfter.set(clone, i);
+    }
     const touched = new Set<Clone>();
-    for (const rec of records) {
+    for (let r = 0; r < records.length; r++) {
+      const rec = records[r];
       const clone = this.clones.get(rec.cloneId);
       if (!clone || clone.failed || rec.lsn <= clone.checkpointLsn) continue;
       touched.add(clone);
       report.replayedRecords++;
       clone.lsn = Math.max(clone.lsn, rec.lsn);
       if (rec.type === RECORD_TYPE_RESET) {
+        // The data file is not cut here: blocks written after the reset and made durable by a data sync
+        // (no payload in the journal) live in it. rebuildAllocation trims what the final map leaves unused.
         clone.map = new BlockMap();
-        clone.truncateData();
         continue;
       }
+      const redo = r > (redoAfter.get(clone) ?? -1);
       const payloadStart = rec.entries.length - rec.payloads.length;
       for (let i = 0; i < rec.entries.length; i++) {
         const e = rec.entries[i];
@@ -172,7 +186,7 @@ export class PoolStore implements CloneHost {
         if (e.value >= 0) {
           for (let k = 0; k < e.n; k++) map.owned.set(e.lba + k, e.value + k);
           map.zero.remove(e.lba, e.lba + e.n);
-          if (i >= payloadStart) clone.redoPayload(e.value, rec.payloads[i - payloadStart]);
+          if (i >= payloadStart && redo) clone.redoPayload(e.value, rec.payloads[i - payloadStart]);
         } else if (e.value === MAP_ZERO) {
           map.dropOwned(e.lba, e.lba + e.n);
           map.zero.add(e.lba, e.lba + e.n);
@@ -237,10 +251,10 @@ export class PoolStore implements CloneHost {
       await clone.syncData();
       await writeCheckpoint(clone.dir, content);
     } catch (err) {
-      clone.checkpointFailed(snap.pendingFree);
+      clone.checkpointFailed(snap.pendingFree, snap.generation);
       throw err;
     }
-    clone.checkpointDone(snap.lsn, snap.pendingFree, journalIndex);
+    clone.checkpointDone(snap.lsn, snap.pendingFree, journalIndex, snap.generation);
   }
 
   /** Waits for a running checkpoint (tests and shutdown). */

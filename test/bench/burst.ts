@@ -5,6 +5,7 @@
 //
 //   npm run bench:burst [-- --sizes 1000,10000 --db pglite,postgres]
 import { writeFileSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
 import path from 'node:path';
 import { NvmeTcpHost } from '../../src/nvmeof/host/nvme-tcp-host.ts';
 import { startTestThicket, type TestThicket } from '../helpers/thicket.ts';
@@ -33,17 +34,6 @@ function pct(values: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 }
 
-async function readLatencies(host: NvmeTcpHost, nsid: number, ms: number): Promise<number[]> {
-  const out: number[] = [];
-  const end = performance.now() + ms;
-  for (let i = 0; i < 1_000_000 && performance.now() < end; i++) {
-    const t0 = performance.now();
-    await host.read(nsid, (i * 7) % 256, 1);
-    out.push((performance.now() - t0) * 1000);
-  }
-  return out;
-}
-
 async function run(kind: 'pglite' | 'postgres'): Promise<void> {
   const t = await startTestThicket(kind, { logLevel: 'silent' });
   try {
@@ -58,32 +48,32 @@ async function run(kind: 'pglite' | 'postgres'): Promise<void> {
     const hostId = (await t.json('POST', '/api/v1/hosts', { name: 'bench-host', nqn: HOSTNQN })).body.id;
 
     // A small pool whose clone is read during the bursts.
-    const probe = (await t.json('POST', '/api/v1/desktop-pools', { name: 'probe', replicaId: r.replica.id, storagePoolId: fast, size: 1, namePattern: 'p-{n}', hostIds: [hostId] })).body;
-    await waitJob(t, probe.job.id);
-    const probeHost = await NvmeTcpHost.connect({ address: '127.0.0.1', port: t.instance.nvmePort, subnqn: 'nqn.2026-11.io.thicket:probe', hostnqn: HOSTNQN });
-    const idle = await readLatencies(probeHost, 1, 1500);
+    const probePool = (await t.json('POST', '/api/v1/desktop-pools', { name: 'probe', replicaId: r.replica.id, storagePoolId: fast, size: 1, namePattern: 'p-{n}', hostIds: [hostId] })).body;
+    await waitJob(t, probePool.job.id);
+    const probe = new Worker(new URL('./probe-reader.ts', import.meta.url), { workerData: { port: t.instance.nvmePort, subnqn: 'nqn.2026-11.io.thicket:probe', hostnqn: HOSTNQN } });
+    await new Promise((r) => probe.once('message', r));
+    const measure = async <T>(fn: () => Promise<T>): Promise<{ result: T; latencies: number[] }> => {
+      probe.postMessage('start');
+      const result = await fn();
+      const latencies = await new Promise<number[]>((r) => {
+        probe.once('message', r);
+        probe.postMessage('stop');
+      });
+      return { result, latencies };
+    };
+    const idle = (await measure(() => new Promise((r) => setTimeout(r, 1500)))).latencies;
 
     for (const size of sizes) {
       const name = `burst-${size}`;
       // The host connects before the pool exists, to the subsystem the pool will create first, as a
       // hypervisor would; the namespaces then appear without a reconnect.
       const t0 = performance.now();
-      const res = (await t.json('POST', '/api/v1/desktop-pools', { name, replicaId: r.replica.id, storagePoolId: fast, size, namePattern: 'vm-{n:00000}', hostIds: [hostId] })).body;
-      let stopReads = false;
-      let duringLat: number[] = [];
-      if (size === 1000) {
-        duringLat = [];
-        void (async () => {
-          for (let i = 0; i < 1_000_000 && !stopReads; i++) {
-            const s = performance.now();
-            await probeHost.read(1, (i * 7) % 256, 1);
-            duringLat.push((performance.now() - s) * 1000);
-          }
-        })();
-      }
-      const job = await waitJob(t, res.job.id);
+      let res: any;
+      const { result: job, latencies: duringLat } = await measure(async () => {
+        res = (await t.json('POST', '/api/v1/desktop-pools', { name, replicaId: r.replica.id, storagePoolId: fast, size, namePattern: 'vm-{n:00000}', hostIds: [hostId] })).body;
+        return waitJob(t, res.job.id);
+      });
       const provisionMs = performance.now() - t0;
-      stopReads = true;
       if (job.state !== 'succeeded') throw new Error(`provision failed: ${JSON.stringify(job.error)}`);
       const host = await NvmeTcpHost.connect({ address: '127.0.0.1', port: t.instance.nvmePort, subnqn: `nqn.2026-11.io.thicket:${name}`, hostnqn: HOSTNQN });
       const visible = (await host.activeNamespaces()).length;
@@ -112,7 +102,7 @@ async function run(kind: 'pglite' | 'postgres'): Promise<void> {
         );
       }
     }
-    await probeHost.close();
+    probe.postMessage('close');
   } finally {
     await t.destroy();
   }
