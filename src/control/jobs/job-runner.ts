@@ -204,6 +204,7 @@ export class JobRunner {
       outcome = { state: 'succeeded', error: null };
     } catch (err) {
       if (entry.lost || !(await this.#stillOwns(row.id))) {
+        clearInterval(ticker);
         await this.#letGo(entry, flushTimer, flushing);
         return;
       }
@@ -318,35 +319,44 @@ export class JobRunner {
     }
   }
 
-  /** Cancels a queued job at once, or asks the runner holding a running job to stop it. */
+  /**
+   * Cancels a queued job at once, or asks the runner holding a running job to stop it. A queued job is
+   * rolled back before it is marked cancelled: a crash in between leaves it queued with the cancel request
+   * recorded, and the next runner to claim it rolls it back and cancels it, so no rollback is ever lost.
+   */
   async cancel(jobId: string): Promise<JobDto> {
-    const result = await this.#db.transaction().execute(async (trx) => {
+    const requested = await this.#db.transaction().execute(async (trx) => {
       const row = await this.#repo.getForUpdate(trx, jobId);
       if (!row) throw new AppError('JOB_NOT_FOUND', `job ${jobId} does not exist`);
       if (row.state === 'succeeded' || row.state === 'failed' || row.state === 'cancelled') {
         throw new AppError('JOB_FINISHED', `job ${jobId} has already ${row.state === 'cancelled' ? 'been cancelled' : row.state}`);
       }
       await this.#repo.requestCancel(trx, jobId);
-      if (row.state === 'queued') {
-        const done = await this.#repo.finish(trx, jobId, 'cancelled', { error: { code: 'JOB_CANCELLED', message: 'cancelled before it started' } });
-        return { row: done!, wasQueued: true };
-      }
-      return { row: { ...row, cancel_requested: true }, wasQueued: false };
+      return { ...row, cancel_requested: true };
     });
-    if (result.wasQueued) {
-      const handler = this.#handlers.get(result.row.kind);
-      await handler?.rollback(result.row, { code: 'JOB_CANCELLED', message: 'cancelled before it started' }).catch((err) =>
-        this.#log.error({ err, jobId }, 'rollback of a cancelled job failed'),
-      );
-      this.#events.emit('job.cancelled', { jobId, kind: result.row.kind, resourceId: result.row.resource_id, job: toJobDto(result.row) });
-    } else {
+    if (requested.state !== 'queued') {
       const local = this.#running.get(jobId);
       if (local) {
         local.cancelled = true;
         local.abort.abort();
       }
+      return toJobDto(requested);
     }
-    return toJobDto(result.row);
+    const reason = { code: 'JOB_CANCELLED', message: 'cancelled before it started' };
+    await this.#handlers
+      .get(requested.kind)
+      ?.rollback(requested, reason)
+      .catch((err) => this.#log.error({ err, jobId }, 'rollback of a cancelled job failed'));
+    const finished = await this.#db.transaction().execute(async (trx) => {
+      const row = await this.#repo.getForUpdate(trx, jobId);
+      // A runner claimed it meanwhile: it sees the cancel request, rolls back and records the cancellation.
+      if (!row || row.state !== 'queued') return { row: row ?? requested, mine: false };
+      return { row: (await this.#repo.finish(trx, jobId, 'cancelled', { error: reason }))!, mine: true };
+    });
+    if (finished.mine) {
+      this.#events.emit('job.cancelled', { jobId, kind: finished.row.kind, resourceId: finished.row.resource_id, job: toJobDto(finished.row) });
+    }
+    return toJobDto(finished.row);
   }
 }
 
