@@ -1,6 +1,11 @@
 // A TypeScript NVMe/TCP host queue (initiator side), for tests, benchmarks and tooling. It speaks the
 // same wire format as the Linux host: ICReq, Connect, in-capsule writes up to the in-capsule size, R2T +
-// H2CData above it, C2HData reads, optional header and data digests.
+// H2CData above it, C2HData reads (also completed by a C2HData with the SUCCESS flag), optional header
+// and data digests.
+//
+// For benchmarks a queue can avoid per-command allocations and copies: `readInto` (read data copied into
+// the caller's buffer), `readViews` (no copy: views of the received socket chunks) and `batchWrites`
+// (every PDU submitted in one tick leaves in one socket write, as the Linux host coalesces with MSG_MORE).
 import net from 'node:net';
 import { CAPSULE_CMD_HLEN, DATA_PDU_HLEN, DIGEST_BYTES, FCTYPE, IC_PDU_BYTES, OPC_FABRICS, PDU_FLAG, PDU_TYPE, SGL } from '../protocol/constants.ts';
 import { crc32c, crc32cList } from '../protocol/digest.ts';
@@ -12,6 +17,18 @@ export interface HostCompletion {
   dw1: number;
   sqhd: number;
   data?: Buffer;
+  /** With `readViews`: the read data as views of received chunks (in order, no copy). */
+  views?: Buffer[];
+}
+
+export interface SubmitOptions {
+  write?: Buffer;
+  readLength?: number;
+  forceInCapsule?: boolean;
+  /** Copy read data into this buffer (at least readLength bytes) instead of a fresh one. */
+  readInto?: Buffer;
+  /** Return read data as views of the received chunks (`views`), without copying. */
+  readViews?: boolean;
 }
 
 export class TermReqError extends Error {
@@ -29,6 +46,7 @@ interface Pending {
   reject: (e: Error) => void;
   readLength: number;
   readBuf?: Buffer;
+  readViews?: Buffer[];
   readGot: number;
   writeData?: Buffer;
 }
@@ -50,6 +68,10 @@ export class HostQueue {
   cpda = 0;
   /** In-capsule data limit for writes on this queue. */
   inCapsuleBytes = 8192;
+  /** Coalesce the PDUs of one tick into one socket write (cork until process.nextTick). */
+  batchWrites = false;
+  #corked = false;
+  #ch = Buffer.alloc(8);
   #in = new ByteQueue();
   #pending = new Map<number, Pending>();
   #nextCid = 1;
@@ -105,9 +127,9 @@ export class HostQueue {
 
   #onData(chunk: Buffer): void {
     this.#in.push(chunk);
+    const ch = this.#ch;
     for (let guard = 0; guard < 1_000_000; guard++) {
       if (this.#in.length < 8) return;
-      const ch = Buffer.alloc(8);
       this.#in.peekInto(ch, 8);
       const plen = ch.readUInt32LE(4);
       if (this.#in.length < plen) return;
@@ -146,7 +168,7 @@ export class HostQueue {
       const p = this.#pending.get(cid);
       if (!p) return;
       this.#pending.delete(cid);
-      p.resolve({ dw0: h.readUInt32LE(8), dw1: h.readUInt32LE(12), sqhd: h.readUInt16LE(16), status: h.readUInt16LE(22), data: p.readBuf });
+      p.resolve({ dw0: h.readUInt32LE(8), dw1: h.readUInt32LE(12), sqhd: h.readUInt16LE(16), status: h.readUInt16LE(22), data: p.readBuf, views: p.readViews });
       return;
     }
     if (type === PDU_TYPE.C2HData) {
@@ -155,7 +177,7 @@ export class HostQueue {
       const datal = h.readUInt32LE(16);
       const pdo = h[3];
       const p = this.#pending.get(cid);
-      if (!p || !p.readBuf) {
+      if (!p || p.readLength === 0) {
         this.#fail(new Error(`C2HData for unknown command ${cid}`));
         return;
       }
@@ -166,12 +188,23 @@ export class HostQueue {
         if (crc32cList(data) !== dg) return this.#fail(new Error('bad data digest from target'));
       }
       if (datao + datal > p.readLength) return this.#fail(new Error('C2HData beyond the command length'));
-      let off = datao;
-      for (const v of data) {
-        v.copy(p.readBuf, off);
-        off += v.length;
+      if (p.readViews) {
+        for (const v of data) p.readViews.push(v);
+      } else {
+        let off = datao;
+        for (const v of data) {
+          v.copy(p.readBuf!, off);
+          off += v.length;
+        }
       }
       p.readGot += datal;
+      if (h[1] & PDU_FLAG.SUCCESS) {
+        // The target completed the command with this PDU: no CapsuleResp follows (SQ flow control off).
+        if (!(h[1] & PDU_FLAG.LAST_PDU)) return this.#fail(new Error('C2HData with SUCCESS but not LAST_PDU'));
+        if (p.readGot !== p.readLength) return this.#fail(new Error('C2HData SUCCESS before all data arrived'));
+        this.#pending.delete(cid);
+        p.resolve({ dw0: 0, dw1: 0, sqhd: 0, status: 0, data: p.readBuf, views: p.readViews });
+      }
       return;
     }
     if (type === PDU_TYPE.R2T) {
@@ -190,7 +223,7 @@ export class HostQueue {
   #sendH2CData(cid: number, ttag: number, data: Buffer, r2to: number, r2tl: number): void {
     const hd = this.hdgst ? DIGEST_BYTES : 0;
     const dd = this.ddgst ? DIGEST_BYTES : 0;
-    this.socket.cork();
+    this.#cork();
     for (let off = r2to; off < r2to + r2tl; ) {
       const n = Math.min(this.maxh2cdata, r2to + r2tl - off);
       const last = off + n === r2to + r2tl;
@@ -215,21 +248,53 @@ export class HostQueue {
       }
       off += n;
     }
-    this.socket.uncork();
+    this.#uncork();
   }
+
+  #cork(): void {
+    if (this.#corked) return;
+    this.socket.cork();
+    if (this.batchWrites) {
+      this.#corked = true;
+      process.nextTick(this.#release);
+    }
+  }
+
+  #uncork(): void {
+    if (!this.batchWrites) this.socket.uncork();
+  }
+
+  #release = (): void => {
+    this.#corked = false;
+    this.socket.uncork();
+  };
 
   /** Encodes a CapsuleCmd for a 64-byte SQE (CID filled in) with optional in-capsule data. */
   encodeCapsule(sqe: Buffer, inCapsule?: Buffer): Buffer[] {
+    return this.#encodeCapsule(sqe, inCapsule, -1, 0, 0);
+  }
+
+  /** encodeCapsule, with CID, PSDT and the SGL descriptor set in the PDU when cid >= 0 (no SQE copy). */
+  #encodeCapsule(sqe: Buffer, inCapsule: Buffer | undefined, cid: number, sglType: number, sglLength: number): Buffer[] {
     const hd = this.hdgst ? DIGEST_BYTES : 0;
     const dd = this.ddgst && inCapsule && inCapsule.length > 0 ? DIGEST_BYTES : 0;
     const dataLen = inCapsule?.length ?? 0;
-    const h = Buffer.alloc(CAPSULE_CMD_HLEN + hd);
+    // Every byte is written below; allocUnsafe takes a slice of Node's pool instead of new memory.
+    const h = Buffer.allocUnsafe(CAPSULE_CMD_HLEN + hd);
     h[0] = PDU_TYPE.CapsuleCmd;
     h[1] = (this.hdgst ? PDU_FLAG.HDGSTF : 0) | (dd ? PDU_FLAG.DDGSTF : 0);
     h[2] = CAPSULE_CMD_HLEN;
     h[3] = dataLen > 0 ? CAPSULE_CMD_HLEN + hd : 0;
     h.writeUInt32LE(CAPSULE_CMD_HLEN + hd + dataLen + dd, 4);
-    sqe.copy(h, 8);
+    const copied = sqe.copy(h, 8, 0, Math.min(sqe.length, CAPSULE_CMD_HLEN - 8));
+    if (copied < CAPSULE_CMD_HLEN - 8) h.fill(0, 8 + copied, CAPSULE_CMD_HLEN);
+    if (cid >= 0) {
+      h.writeUInt16LE(cid, 8 + 2);
+      h[8 + 1] = (h[8 + 1] & 0x3f) | 0x40; // PSDT = SGL
+      h[8 + 39] = sglType;
+      h.writeBigUInt64LE(0n, 8 + 24);
+      h.writeUInt32LE(sglLength, 8 + 32);
+    }
     if (this.hdgst) h.writeUInt32LE(crc32c(h.subarray(0, CAPSULE_CMD_HLEN)), CAPSULE_CMD_HLEN);
     const out: Buffer[] = [h];
     if (dataLen > 0) {
@@ -256,24 +321,18 @@ export class HostQueue {
    * Submits a command. `sqe` is 64 bytes without CID and SGL (filled in here). `write` data goes in-capsule
    * when it fits, else by R2T; `readLength` bytes are expected back by C2HData.
    */
-  submit(sqe: Buffer, options: { write?: Buffer; readLength?: number; forceInCapsule?: boolean } = {}): Promise<HostCompletion> {
+  submit(sqe: Buffer, options: SubmitOptions = {}): Promise<HostCompletion> {
     if (this.#closedError) return Promise.reject(this.#closedError);
     const cid = this.allocCid();
-    const s = Buffer.from(sqe);
-    s.writeUInt16LE(cid, 2);
-    s[1] = (s[1] & 0x3f) | 0x40; // PSDT = SGL
     const write = options.write;
     const readLength = options.readLength ?? 0;
-    const fabricsConnect = s[0] === OPC_FABRICS && s[4] === FCTYPE.Connect;
+    const fabricsConnect = sqe[0] === OPC_FABRICS && sqe[4] === FCTYPE.Connect;
     const inCapsule = write && (options.forceInCapsule || fabricsConnect || write.length <= this.inCapsuleBytes);
-    if (write && inCapsule) {
-      s[39] = SGL.DataBlockOffset;
-      s.writeBigUInt64LE(0n, 24);
-      s.writeUInt32LE(write.length, 32);
-    } else {
-      s[39] = SGL.TransportDataBlock;
-      s.writeBigUInt64LE(0n, 24);
-      s.writeUInt32LE(write ? write.length : readLength, 32);
+    const sglType = write && inCapsule ? SGL.DataBlockOffset : SGL.TransportDataBlock;
+    const sglLength = write ? write.length : readLength;
+    let readBuf: Buffer | undefined;
+    if (readLength > 0 && !options.readViews) {
+      readBuf = options.readInto && options.readInto.length >= readLength ? options.readInto.subarray(0, readLength) : Buffer.alloc(readLength);
     }
     return new Promise((resolve, reject) => {
       this.#pending.set(cid, {
@@ -281,13 +340,14 @@ export class HostQueue {
         reject,
         readLength,
         readGot: 0,
-        readBuf: readLength > 0 ? Buffer.alloc(readLength) : undefined,
+        readBuf,
+        readViews: readLength > 0 && options.readViews ? [] : undefined,
         writeData: write && !inCapsule ? write : undefined,
       });
-      const pdus = this.encodeCapsule(s, inCapsule ? write : undefined);
-      this.socket.cork();
+      const pdus = this.#encodeCapsule(sqe, inCapsule ? write : undefined, cid, sglType, sglLength);
+      this.#cork();
       for (const b of pdus) this.socket.write(b);
-      this.socket.uncork();
+      this.#uncork();
     });
   }
 

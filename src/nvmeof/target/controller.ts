@@ -1,7 +1,7 @@
 // A controller: created by an admin-queue Connect, owns its queues, properties (CC/CSTS), features,
 // parked Asynchronous Event Requests and keep-alive. Commands are parsed and executed here; the TCP
 // queue only moves bytes. Statuses are values, never exceptions.
-import { ADMIN_OPC, AEC_MASK, AEN, CNS, FCTYPE, FID, IO_OPC, LID, OPC_FABRICS, PROPERTY } from '../protocol/constants.ts';
+import { ADMIN_OPC, AEC_MASK, AEN, CNS, FCTYPE, FID, IO_OPC, LID, OPC_FABRICS, PROPERTY, SGL } from '../protocol/constants.ts';
 import {
   activeNamespaceList,
   IDENTIFY_BYTES,
@@ -9,11 +9,11 @@ import {
   identifyNamespace,
   namespaceDescriptors,
 } from '../protocol/identify.ts';
-import { changedNamespaceLog, commandEffectsLog, discoveryLog, smartLog, type DiscoveryEntry } from '../protocol/log-pages.ts';
+import { changedNamespaceLog, commandEffectsLog, discoveryLog, smartLog, type DiscoveryEntry, type SmartCounters } from '../protocol/log-pages.ts';
 import type { Sqe } from '../protocol/sqe.ts';
 import { STATUS, SUCCESS, type NvmeStatus } from '../protocol/status.ts';
 import { toNvmeStatus } from './engine-backend.ts';
-import type { Subsystem } from './subsystem.ts';
+import type { Namespace, Subsystem } from './subsystem.ts';
 
 export const BLOCK_BYTES = 4096;
 export const MQES = 127; // 0's based: 128 entries per queue
@@ -24,6 +24,18 @@ export const IO_IN_CAPSULE_BYTES = 8192;
 export const AERL = 3;
 export const KAS_100MS = 10;
 const DISCOVERY_DEFAULT_KATO_MS = 120_000;
+/** Discovery controllers report MDTS 0; this still bounds one discovery log read (about 4000 entries). */
+export const MAX_DISCOVERY_TRANSFER_BYTES = 4 * 1024 * 1024;
+const ADMIN_OPCODES: readonly number[] = [
+  ADMIN_OPC.GetLogPage,
+  ADMIN_OPC.Identify,
+  ADMIN_OPC.Abort,
+  ADMIN_OPC.SetFeatures,
+  ADMIN_OPC.GetFeatures,
+  ADMIN_OPC.AsyncEventRequest,
+  ADMIN_OPC.KeepAlive,
+];
+const DISCOVERY_ADMIN_OPCODES: readonly number[] = [ADMIN_OPC.Identify, ADMIN_OPC.GetLogPage, ADMIN_OPC.SetFeatures, ADMIN_OPC.GetFeatures, ADMIN_OPC.AsyncEventRequest, ADMIN_OPC.KeepAlive];
 
 export interface Completion {
   status: NvmeStatus;
@@ -51,6 +63,8 @@ export interface ControllerHost {
 
 const ok = (extra: Omit<Completion, 'status'> = {}): Completion => ({ status: SUCCESS, ...extra });
 const fail = (status: NvmeStatus): Completion => ({ status });
+const failWith = (err: unknown): Completion => ({ status: toNvmeStatus(err) });
+const isPromise = <T>(r: T | Promise<T>): r is Promise<T> => typeof (r as { then?: unknown } | undefined)?.then === 'function';
 
 export class Controller {
   readonly cntlid: number;
@@ -69,10 +83,19 @@ export class Controller {
   #maskedLids = new Set<number>();
   #changedNs = new Set<number>();
   #lastSeen = Date.now();
+  /** A command arrived since the keep-alive timer last looked (cheaper than a clock read per command). */
+  #touched = false;
   #timer: NodeJS.Timeout | undefined;
   #host: ControllerHost;
   #closed = false;
-  readonly counters = { dataUnitsRead: 0n, dataUnitsWritten: 0n, hostReadCommands: 0n, hostWriteCommands: 0n, bytesRead: 0, bytesWritten: 0 };
+  // SMART counters as plain numbers (exact far beyond any realistic count): no BigInt per command.
+  #hostReadCommands = 0;
+  #hostWriteCommands = 0;
+  #bytesRead = 0;
+  #bytesWritten = 0;
+  /** Set by #check for the command it passed: its namespace and transfer length. */
+  #checkedNs: Namespace | undefined;
+  #checkedBytes = 0;
 
   constructor(args: { cntlid: number; subsystem: Subsystem | undefined; hostnqn: string; hostid: Buffer; katoMs: number; localAddress: string; host: ControllerHost }) {
     this.cntlid = args.cntlid;
@@ -97,6 +120,18 @@ export class Controller {
     return (this.csts & 1) === 1;
   }
 
+  /** SMART / health counters; data units are thousands of 512-byte units, rounded up. */
+  get counters(): SmartCounters & { bytesRead: number; bytesWritten: number } {
+    return {
+      dataUnitsRead: BigInt(Math.ceil(this.#bytesRead / 512_000)),
+      dataUnitsWritten: BigInt(Math.ceil(this.#bytesWritten / 512_000)),
+      hostReadCommands: BigInt(this.#hostReadCommands),
+      hostWriteCommands: BigInt(this.#hostWriteCommands),
+      bytesRead: this.#bytesRead,
+      bytesWritten: this.#bytesWritten,
+    };
+  }
+
   // ---- keep-alive ----
 
   #armKeepAlive(): void {
@@ -106,14 +141,21 @@ export class Controller {
     if (kato === 0) return;
     // Slack: the host sends at KATO/2 (or KATO/4 with TBKAS) but its scheduling jitters.
     const limit = kato + 2000;
+    // Commands are noted as seen at the next tick, so the limit can run over by one tick period.
     this.#timer = setInterval(() => {
-      if (Date.now() - this.#lastSeen > limit) this.fatal('keep-alive timeout');
+      const now = Date.now();
+      if (this.#touched) {
+        this.#touched = false;
+        this.#lastSeen = now;
+      } else if (now - this.#lastSeen > limit) {
+        this.fatal('keep-alive timeout');
+      }
     }, Math.min(1000, Math.max(100, kato / 4)));
   }
 
   /** Any command restarts the keep-alive timer (CTRATT.TBKAS). */
   touch(): void {
-    this.#lastSeen = Date.now();
+    this.#touched = true;
   }
 
   /** Tears the controller down: every queue is closed, parked AERs dropped. */
@@ -224,9 +266,15 @@ export class Controller {
     const opc = sqe.opc;
     if (opc === OPC_FABRICS) return this.fabrics(sqe);
     if (!this.ready) return fail(STATUS.CommandSequenceError);
-    if (this.discovery) {
-      const allowed: number[] = [ADMIN_OPC.Identify, ADMIN_OPC.GetLogPage, ADMIN_OPC.SetFeatures, ADMIN_OPC.GetFeatures, ADMIN_OPC.AsyncEventRequest, ADMIN_OPC.KeepAlive];
-      if (!allowed.includes(opc)) return fail(STATUS.InvalidOpcode);
+    const supported = this.discovery ? DISCOVERY_ADMIN_OPCODES : ADMIN_OPCODES;
+    if (!supported.includes(opc)) return fail(STATUS.InvalidOpcode);
+    if (sqe.sglType === SGL.TransportDataBlock && sqe.sglLength > 0) {
+      // Hosts send admin data in-capsule; none of these commands takes data by R2T. (Checked here,
+      // after the opcode, so an unsupported opcode that carries data still gets Invalid Opcode.)
+      if ((opc & 3) === 1) return fail(STATUS.InvalidField);
+      // Admin data is built in memory and padded to the SGL length: bound it before anything is
+      // allocated, or one Identify with a 2 GiB SGL would make the queue allocate and send 2 GiB.
+      if (sqe.sglLength > (this.discovery ? MAX_DISCOVERY_TRANSFER_BYTES : MAX_TRANSFER_BYTES)) return fail(STATUS.DataSglLengthInvalid);
     }
     switch (opc) {
       case ADMIN_OPC.Identify:
@@ -312,6 +360,8 @@ export class Controller {
     const rae = (cdw10 >>> 15) & 1;
     const numd = ((((sqe.cdw(11) & 0xffff) << 16) | (cdw10 >>> 16)) >>> 0) + 1;
     const length = numd * 4;
+    // NUMD and the SGL must agree (nvmet checks the same): NUMD alone could ask for 16 GiB.
+    if (length !== sqe.sglLength) return fail(STATUS.DataSglLengthInvalid);
     const lpo = sqe.cdw(12) + sqe.cdw(13) * 0x1_0000_0000;
     if (lpo % 4 !== 0) return fail(STATUS.InvalidField);
     let log: Buffer;
@@ -420,55 +470,102 @@ export class Controller {
    * no R2T (nvmet behaves the same). Returns the namespace's backend and the transfer length.
    */
   checkIo(sqe: Sqe): { status: NvmeStatus; transferBytes: number } {
-    if (!this.ready) return { status: STATUS.CommandSequenceError, transferBytes: 0 };
+    const status = this.#check(sqe);
+    return { status, transferBytes: status === SUCCESS ? this.#checkedBytes : 0 };
+  }
+
+  /** checkIo without an object per command: on success #checkedNs and #checkedBytes describe it. */
+  #check(sqe: Sqe): NvmeStatus {
+    this.#checkedNs = undefined;
+    this.#checkedBytes = 0;
+    if (!this.ready) return STATUS.CommandSequenceError;
     const sub = this.subsystem;
-    if (!sub) return { status: STATUS.InvalidOpcode, transferBytes: 0 };
+    if (!sub) return STATUS.InvalidOpcode;
     const opc = sqe.opc;
     if (opc === IO_OPC.Flush) {
-      if (sqe.nsid === 0xffffffff) return { status: STATUS.InvalidNamespace, transferBytes: 0 };
-      return { status: sub.namespaceFor(sqe.nsid, this.hostnqn) ? SUCCESS : STATUS.InvalidNamespace, transferBytes: 0 };
+      if (sqe.nsid === 0xffffffff) return STATUS.InvalidNamespace;
+      this.#checkedNs = sub.namespaceFor(sqe.nsid, this.hostnqn);
+      return this.#checkedNs ? SUCCESS : STATUS.InvalidNamespace;
     }
     const ns = sub.namespaceFor(sqe.nsid, this.hostnqn);
-    if (!ns) return { status: STATUS.InvalidNamespace, transferBytes: 0 };
+    if (!ns) return STATUS.InvalidNamespace;
+    let bytes = 0;
     switch (opc) {
       case IO_OPC.Read:
       case IO_OPC.Write: {
-        const bytes = sqe.nlb * BLOCK_BYTES;
-        if (sqe.sglLength !== bytes) return { status: STATUS.DataSglLengthInvalid, transferBytes: 0 };
-        if (bytes > MAX_TRANSFER_BYTES) return { status: STATUS.InvalidField, transferBytes: 0 };
-        if (sqe.slba + sqe.nlb > ns.backend.blocks) return { status: STATUS.LbaOutOfRange, transferBytes: 0 };
-        return { status: SUCCESS, transferBytes: bytes };
+        const nlb = sqe.nlb;
+        bytes = nlb * BLOCK_BYTES;
+        if (sqe.sglLength !== bytes) return STATUS.DataSglLengthInvalid;
+        if (bytes > MAX_TRANSFER_BYTES) return STATUS.InvalidField;
+        if (sqe.slba + nlb > ns.backend.blocks) return STATUS.LbaOutOfRange;
+        break;
       }
       case IO_OPC.WriteZeroes:
-        if (sqe.slba + sqe.nlb > ns.backend.blocks) return { status: STATUS.LbaOutOfRange, transferBytes: 0 };
-        return { status: SUCCESS, transferBytes: 0 };
+        if (sqe.slba + sqe.nlb > ns.backend.blocks) return STATUS.LbaOutOfRange;
+        break;
       case IO_OPC.DatasetManagement: {
-        const bytes = ((sqe.cdw(10) & 0xff) + 1) * 16;
-        if (sqe.sglLength !== bytes) return { status: STATUS.DataSglLengthInvalid, transferBytes: 0 };
-        return { status: SUCCESS, transferBytes: bytes };
+        bytes = ((sqe.cdw(10) & 0xff) + 1) * 16;
+        if (sqe.sglLength !== bytes) return STATUS.DataSglLengthInvalid;
+        break;
       }
       default:
-        return { status: STATUS.InvalidOpcode, transferBytes: 0 };
+        return STATUS.InvalidOpcode;
     }
+    this.#checkedNs = ns;
+    this.#checkedBytes = bytes;
+    return SUCCESS;
   }
 
-  async io(sqe: Sqe, data: Buffer[] | undefined): Promise<Completion> {
-    const check = this.checkIo(sqe);
-    if (check.status !== SUCCESS) return fail(check.status);
-    const ns = this.subsystem!.namespaceFor(sqe.nsid, this.hostnqn)!;
+  /**
+   * Executes an I/O command. Read and Write complete synchronously (no promise) when the backend serves
+   * them at once, which an engine clone does unless QoS or a reset makes it wait. `scratch`: memory a
+   * Read may return views of (see NamespaceBackend.read).
+   */
+  io(sqe: Sqe, data: Buffer[] | undefined, scratch?: Buffer): Completion | Promise<Completion> {
+    const status = this.#check(sqe);
+    if (status !== SUCCESS) return fail(status);
+    const ns = this.#checkedNs!;
+    const bytes = this.#checkedBytes;
+    const opc = sqe.opc;
+    if (opc === IO_OPC.Read) {
+      let r: Buffer[] | Promise<Buffer[]>;
+      try {
+        r = ns.backend.read(sqe.slba, sqe.nlb, scratch);
+      } catch (err) {
+        return failWith(err);
+      }
+      if (isPromise(r)) return r.then((views) => this.#readDone(views, bytes), failWith);
+      return this.#readDone(r, bytes);
+    }
+    if (opc === IO_OPC.Write) {
+      let r: void | Promise<void>;
+      try {
+        r = ns.backend.write(sqe.slba, data ?? [], sqe.fua);
+      } catch (err) {
+        return failWith(err);
+      }
+      if (isPromise(r)) return r.then(() => this.#writeDone(bytes), failWith);
+      return this.#writeDone(bytes);
+    }
+    return this.#ioOther(sqe, data, ns);
+  }
+
+  #readDone(views: Buffer[], bytes: number): Completion {
+    this.#hostReadCommands++;
+    this.#bytesRead += bytes;
+    return { status: SUCCESS, data: views };
+  }
+
+  #writeDone(bytes: number): Completion {
+    this.#hostWriteCommands++;
+    this.#bytesWritten += bytes;
+    return { status: SUCCESS };
+  }
+
+  /** Flush, Write Zeroes, Dataset Management. */
+  async #ioOther(sqe: Sqe, data: Buffer[] | undefined, ns: Namespace): Promise<Completion> {
     try {
       switch (sqe.opc) {
-        case IO_OPC.Read: {
-          const views = await ns.backend.read(sqe.slba, sqe.nlb);
-          this.counters.hostReadCommands++;
-          this.#countBytes('read', check.transferBytes);
-          return ok({ data: views });
-        }
-        case IO_OPC.Write:
-          await ns.backend.write(sqe.slba, data ?? [], sqe.fua);
-          this.counters.hostWriteCommands++;
-          this.#countBytes('write', check.transferBytes);
-          return ok();
         case IO_OPC.Flush:
           await ns.backend.flush();
           return ok();
@@ -498,18 +595,7 @@ export class Controller {
           return fail(STATUS.InvalidOpcode);
       }
     } catch (err) {
-      return fail(toNvmeStatus(err));
-    }
-  }
-
-  #countBytes(kind: 'read' | 'write', bytes: number): void {
-    // SMART data units are thousands of 512-byte units, rounded up.
-    if (kind === 'read') {
-      this.counters.bytesRead += bytes;
-      this.counters.dataUnitsRead = BigInt(Math.ceil(this.counters.bytesRead / 512_000));
-    } else {
-      this.counters.bytesWritten += bytes;
-      this.counters.dataUnitsWritten = BigInt(Math.ceil(this.counters.bytesWritten / 512_000));
+      return failWith(err);
     }
   }
 }

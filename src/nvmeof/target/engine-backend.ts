@@ -5,6 +5,9 @@ import { CloneClosedError, CloneFailedError, LbaOutOfRangeError, OutOfSpaceError
 import { STATUS, type NvmeStatus } from '../protocol/status.ts';
 import type { NamespaceBackend } from './namespace-backend.ts';
 
+const FUA = { fua: true };
+const NO_FUA = { fua: false };
+
 export class CloneNamespaceBackend implements NamespaceBackend {
   readonly clone: Clone;
   constructor(clone: Clone) {
@@ -13,11 +16,11 @@ export class CloneNamespaceBackend implements NamespaceBackend {
   get blocks(): number {
     return this.clone.capacityBlocks;
   }
-  read(slba: number, nlb: number): Promise<Buffer[]> {
-    return this.clone.read(slba, nlb);
+  read(slba: number, nlb: number, scratch?: Buffer): Buffer[] | Promise<Buffer[]> {
+    return this.clone.readNowOrLater(slba, nlb, undefined, scratch);
   }
-  write(slba: number, chunks: readonly Buffer[], fua: boolean): Promise<void> {
-    return this.clone.write(slba, chunks, { fua });
+  write(slba: number, chunks: readonly Buffer[], fua: boolean): void | Promise<void> {
+    return this.clone.writeNowOrLater(slba, chunks, fua ? FUA : NO_FUA);
   }
   flush(): Promise<void> {
     return this.clone.flush();

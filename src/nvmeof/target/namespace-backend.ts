@@ -3,8 +3,16 @@
 export interface NamespaceBackend {
   /** Capacity in 4096-byte blocks. */
   readonly blocks: number;
-  read(slba: number, nlb: number): Promise<Buffer[]>;
-  write(slba: number, chunks: readonly Buffer[], fua: boolean): Promise<void>;
+  /**
+   * Read and Write may complete synchronously (return the result, or throw) when nothing has to wait:
+   * the target then answers without a promise per command. A returned promise is waited for.
+   */
+  /**
+   * `scratch`, when given, is nlb blocks of memory the backend may read device data into and return views
+   * of; the caller reuses it only after it has sent those views.
+   */
+  read(slba: number, nlb: number, scratch?: Buffer): Buffer[] | Promise<Buffer[]>;
+  write(slba: number, chunks: readonly Buffer[], fua: boolean): void | Promise<void>;
   flush(): Promise<void>;
   writeZeroes(slba: number, nlb: number): Promise<void>;
   deallocate(slba: number, nlb: number): Promise<void>;

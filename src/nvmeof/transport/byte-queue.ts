@@ -12,6 +12,16 @@ export class ByteQueue {
     this.length += chunk.length;
   }
 
+  /** The chunk holding the first n bytes when they all sit in it (at headOffset), else undefined. */
+  headChunk(n: number): Buffer | undefined {
+    const c = this.#chunks[0];
+    return c !== undefined && c.length - this.#head >= n ? c : undefined;
+  }
+
+  get headOffset(): number {
+    return this.#head;
+  }
+
   /** Copies the first n bytes into dst without consuming them. */
   peekInto(dst: Buffer, n: number): void {
     let copied = 0;

@@ -11,6 +11,7 @@ import {
   FCTYPE,
   FES,
   IC_PDU_BYTES,
+  IO_OPC,
   OPC_FABRICS,
   PDU_COMMON_HEADER_BYTES,
   PDU_FLAG,
@@ -20,7 +21,7 @@ import {
   DISCOVERY_NQN,
 } from '../protocol/constants.ts';
 import { crc32c, crc32cList } from '../protocol/digest.ts';
-import { encodeC2HDataHeader, encodeC2HTermReq, encodeCapsuleResp, encodeDigest, encodeIcResp, encodeR2T } from '../protocol/pdu.ts';
+import { encodeC2HTermReq, encodeDigest, encodeIcResp, smallPduBytes, writeC2HDataHeader, writeCapsuleResp, writeR2T } from '../protocol/pdu.ts';
 import { Sqe } from '../protocol/sqe.ts';
 import { STATUS, SUCCESS, type NvmeStatus } from '../protocol/status.ts';
 import { IO_IN_CAPSULE_BYTES, type Completion, type Controller, type ControllerQueue } from '../target/controller.ts';
@@ -32,6 +33,11 @@ export const ADMIN_IN_CAPSULE_BYTES = 8192;
 export const DEFAULT_MAXH2CDATA = 1024 * 1024;
 const MAX_TERMREQ_PLEN = 152;
 const OUTPUT_HIGH_WATER_BYTES = 16 * 1024 * 1024;
+/** Output arena for the small PDUs (responses, C2HData headers, R2Ts): about 340 of them per 16 KiB. */
+const ARENA_BYTES = 16 * 1024;
+/** Reads of this size get a pooled buffer their owned blocks are read into (see #execute). */
+const SCRATCH_BYTES = 4096;
+const SCRATCH_POOL_MAX = 256;
 
 type QueueState = 'icreq' | 'connect' | 'live' | 'closing';
 
@@ -71,7 +77,26 @@ export class TcpQueue implements ControllerQueue {
   #writes = new Map<number, PendingWrite>();
   #nextTtag = 1;
   #out: Buffer[] = [];
+  /**
+   * Small PDUs are written into this arena instead of a buffer each; bytes [#arenaStart, #arenaPos) are
+   * not yet in #out and leave as one chunk. Bytes already handed to the socket are never overwritten:
+   * the arena restarts at 0 only when nothing of it is pending (#arenaOut) and the socket has passed
+   * everything to the kernel (writableLength 0), else a fresh arena is taken.
+   */
+  #arena: Buffer | undefined;
+  #arenaPos = 0;
+  #arenaStart = 0;
+  #arenaOut = false;
+  /**
+   * Pooled 4 KiB read buffers: a Read's backend may read device data into one and return a view of it.
+   * Once its response is queued it waits in #scratchSent; it goes back to #scratchFree only when the
+   * socket has handed everything written so far to the kernel (writableLength 0), so it is never
+   * overwritten while queued.
+   */
+  #scratchFree: Buffer[] = [];
+  #scratchSent: Buffer[] = [];
   #flushScheduled = false;
+  #flush = () => this.#flushOutput();
   #paused = false;
   stats = { pdusIn: 0, pdusOut: 0, commands: 0 };
 
@@ -113,12 +138,20 @@ export class TcpQueue implements ControllerQueue {
   #process(): void {
     for (let guard = 0; guard < 1_000_000 && this.state !== 'closing'; guard++) {
       if (this.#in.length < PDU_COMMON_HEADER_BYTES) return;
-      this.#in.peekInto(this.#ch, PDU_COMMON_HEADER_BYTES);
-      const type = this.#ch[0];
-      const hlen = this.#ch[2];
-      const plen = this.#ch.readUInt32LE(4);
+      // The common header is read in place when it sits in one chunk (nearly always), else copied.
+      let ch = this.#in.headChunk(PDU_COMMON_HEADER_BYTES);
+      let o = this.#in.headOffset;
+      if (ch === undefined) {
+        this.#in.peekInto(this.#ch, PDU_COMMON_HEADER_BYTES);
+        ch = this.#ch;
+        o = 0;
+      }
+      const type = ch[o];
+      const hlen = ch[o + 2];
+      const plen = (ch[o + 4] | (ch[o + 5] << 8) | (ch[o + 6] << 16)) + ch[o + 7] * 0x1000000;
       const problem = this.#checkCommonHeader(type, hlen, plen);
       if (problem) {
+        this.#in.peekInto(this.#ch, PDU_COMMON_HEADER_BYTES);
         this.#fatal(problem.fes, problem.fei, this.#ch);
         return;
       }
@@ -253,7 +286,9 @@ export class TcpQueue implements ControllerQueue {
     if (!h) return;
     const data = this.#data(pdu, h, CAPSULE_CMD_HLEN, plen);
     if (data === undefined) return;
-    const sqe = new Sqe(Buffer.from(h.subarray(8, 8 + SQE_BYTES)));
+    // I/O commands keep a view (the received chunk is never reused; in-capsule data is kept the same
+    // way); admin ones a copy, so a parked AER does not pin a whole socket chunk.
+    const sqe = new Sqe(this.qid > 0 ? h.subarray(8, 8 + SQE_BYTES) : Buffer.from(h.subarray(8, 8 + SQE_BYTES)));
     this.stats.commands++;
     if (this.state === 'connect') {
       if (sqe.opc !== OPC_FABRICS || sqe.fctype !== FCTYPE.Connect) {
@@ -330,7 +365,7 @@ export class TcpQueue implements ControllerQueue {
       this.#respond(cid, { status: STATUS.InvalidField });
       return;
     }
-    const inCapsuleBytes = inCapsule ? inCapsule.reduce((n, b) => n + b.length, 0) : 0;
+    const inCapsuleBytes = inCapsule ? totalBytes(inCapsule) : 0;
     const sglType = sqe.sglType;
     const isFabrics = sqe.opc === OPC_FABRICS;
     if (isFabrics) {
@@ -340,7 +375,7 @@ export class TcpQueue implements ControllerQueue {
     }
     if (sglType === SGL.DataBlockOffset) {
       const icd = this.qid === 0 ? ADMIN_IN_CAPSULE_BYTES : IO_IN_CAPSULE_BYTES;
-      if (sqe.sglLength > icd || sqe.sglAddress !== 0n) return this.#respond(cid, { status: STATUS.SglOffsetInvalid });
+      if (sqe.sglLength > icd || sqe.buf.readUInt32LE(24) !== 0 || sqe.buf.readUInt32LE(28) !== 0) return this.#respond(cid, { status: STATUS.SglOffsetInvalid });
       if (inCapsuleBytes !== sqe.sglLength) return this.#respond(cid, { status: STATUS.DataSglLengthInvalid });
       if ((sqe.opc & 3) !== 1) return this.#respond(cid, { status: STATUS.InvalidField });
     } else if (sglType === SGL.TransportDataBlock) {
@@ -351,9 +386,8 @@ export class TcpQueue implements ControllerQueue {
     this.#inflight.add(cid);
     this.#checkBackpressure();
     if (this.qid === 0) {
-      if (sglType === SGL.TransportDataBlock && (sqe.opc & 3) === 1 && sqe.sglLength > 0) {
-        return this.#finish(cid, { status: STATUS.InvalidField });
-      }
+      // Admin commands never get an R2T: the controller refuses host-to-controller transport SGLs
+      // (after its opcode check, so unsupported opcodes still get Invalid Opcode).
       controller.admin(sqe, this, inCapsule).then(
         (c) => {
           if (c) this.#finish(cid, c, sqe.sglLength);
@@ -374,9 +408,28 @@ export class TcpQueue implements ControllerQueue {
 
   #execute(sqe: Sqe, data: Buffer[] | undefined): void {
     const cid = sqe.cid;
-    this.controller!.io(sqe, data).then(
-      (c) => this.#finish(cid, c, sqe.sglLength),
-      () => this.#finish(cid, { status: STATUS.InternalError }),
+    const scratch = sqe.opc === IO_OPC.Read && sqe.sglLength === SCRATCH_BYTES ? (this.#scratchFree.pop() ?? Buffer.allocUnsafeSlow(SCRATCH_BYTES)) : undefined;
+    let r: Completion | Promise<Completion>;
+    try {
+      r = this.controller!.io(sqe, data, scratch);
+    } catch {
+      r = { status: STATUS.InternalError };
+    }
+    // Reads and writes the backend serves at once complete here, without a promise.
+    if (typeof (r as { then?: unknown }).then !== 'function') {
+      this.#finish(cid, r as Completion, sqe.sglLength);
+      if (scratch !== undefined) this.#scratchSent.push(scratch);
+      return;
+    }
+    (r as Promise<Completion>).then(
+      (c) => {
+        this.#finish(cid, c, sqe.sglLength);
+        if (scratch !== undefined) this.#scratchSent.push(scratch);
+      },
+      () => {
+        this.#finish(cid, { status: STATUS.InternalError });
+        if (scratch !== undefined) this.#scratchSent.push(scratch);
+      },
     );
   }
 
@@ -394,7 +447,9 @@ export class TcpQueue implements ControllerQueue {
   #sendR2T(w: PendingWrite): void {
     const r2tl = Math.min(w.total - w.received, this.#options.maxh2cdata);
     w.windowEnd = w.received + r2tl;
-    this.#send([encodeR2T(w.sqe.cid, w.ttag, w.received, r2tl, this)]);
+    const a = this.#arenaTake(smallPduBytes(this));
+    writeR2T(this.#arena!, a, w.sqe.cid, w.ttag, w.received, r2tl, this);
+    this.#sent();
   }
 
   #onH2CData(pdu: Buffer[], plen: number): void {
@@ -408,7 +463,7 @@ export class TcpQueue implements ControllerQueue {
     if (!w || w.sqe.cid !== cccid) return this.#fatal(FES.InvalidHeaderField, 10, h);
     const data = this.#data(pdu, h, DATA_PDU_HLEN, plen);
     if (data === undefined) return;
-    const got = data ? data.reduce((n, b) => n + b.length, 0) : 0;
+    const got = data ? totalBytes(data) : 0;
     if (datal === 0 || got !== datal) return this.#fatal(FES.InvalidHeaderField, 16, h);
     if (datal > this.#options.maxh2cdata) return this.#fatal(FES.DataTransferLimitExceeded, 0, h);
     if (datao !== w.received || datao + datal > w.windowEnd) return this.#fatal(FES.DataTransferOutOfRange, 0, h);
@@ -433,16 +488,18 @@ export class TcpQueue implements ControllerQueue {
 
   #sendData(cid: number, data: Buffer[], length: number): void {
     let views = data;
-    const have = data.reduce((n, b) => n + b.length, 0);
+    const have = totalBytes(data);
     if (have !== length) {
       // Admin data structures have fixed sizes; the host asked for `length` bytes exactly.
       views = have > length ? slice(data, 0, length) : [...data, Buffer.alloc(length - have)];
     }
     if (length === 0) return;
-    const header = encodeC2HDataHeader(cid, 0, length, true, false, this, this.#c2hPad);
-    const out = [header, ...views];
-    if (this.ddgst) out.push(encodeDigest(crc32cList(views)));
-    this.#send(out);
+    const a = this.#arenaTake(smallPduBytes(this) + this.#c2hPad);
+    writeC2HDataHeader(this.#arena!, a, cid, 0, length, true, false, this, this.#c2hPad);
+    this.#cutArena();
+    for (const v of views) this.#out.push(v);
+    if (this.ddgst) this.#out.push(encodeDigest(crc32cList(views)));
+    this.#sent();
   }
 
   #respond(cid: number, c: Completion, counts = true): void {
@@ -453,30 +510,79 @@ export class TcpQueue implements ControllerQueue {
     if (this.state === 'closing') return;
     if (counts) this.#inflight.delete(cid);
     this.#sqhd = (this.#sqhd + 1) % (this.sqsize + 1 || 1);
-    this.#send([encodeCapsuleResp({ dw0: c.dw0 ?? 0, dw1: c.dw1 ?? 0, sqhd: this.#sqhd, sqid: Math.max(0, this.qid), cid, status: c.status }, this)]);
+    const a = this.#arenaTake(smallPduBytes(this));
+    writeCapsuleResp(this.#arena!, a, c.dw0 ?? 0, c.dw1 ?? 0, this.#sqhd, Math.max(0, this.qid), cid, c.status, this);
+    this.#sent();
     this.#maybeResume();
   }
 
+  /** Queues whole buffers (after the arena bytes before them). */
   #send(buffers: Buffer[]): void {
+    this.#cutArena();
     for (const b of buffers) this.#out.push(b);
+    this.#sent();
+  }
+
+  /** Counts a PDU queued and makes sure a flush is coming. */
+  #sent(): void {
     this.stats.pdusOut++;
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
-      setImmediate(() => this.#flushOutput());
+      setImmediate(this.#flush);
+    }
+  }
+
+  /** Room for n bytes in the arena; returns their offset. */
+  #arenaTake(n: number): number {
+    if (this.#arena === undefined || this.#arenaPos + n > this.#arena.length) {
+      this.#cutArena();
+      if (this.#arena === undefined || this.#arenaOut || this.socket.writableLength > 0) this.#arena = Buffer.allocUnsafe(Math.max(ARENA_BYTES, n));
+      this.#arenaPos = this.#arenaStart = 0;
+    }
+    const at = this.#arenaPos;
+    this.#arenaPos += n;
+    return at;
+  }
+
+  #recycleScratch(): void {
+    const sent = this.#scratchSent;
+    const free = this.#scratchFree;
+    for (let i = 0; i < sent.length && free.length < SCRATCH_POOL_MAX; i++) free.push(sent[i]);
+    sent.length = 0;
+  }
+
+  /** Moves the arena bytes written since the last cut to #out. */
+  #cutArena(): void {
+    if (this.#arenaPos > this.#arenaStart) {
+      this.#out.push(this.#arena!.subarray(this.#arenaStart, this.#arenaPos));
+      this.#arenaStart = this.#arenaPos;
+      this.#arenaOut = true;
     }
   }
 
   #flushOutput(): void {
     this.#flushScheduled = false;
+    this.#cutArena();
     if (this.#out.length === 0 || this.socket.destroyed) {
       this.#out = [];
+      this.#arenaOut = false;
       return;
     }
     const out = this.#out;
     this.#out = [];
-    this.socket.cork();
-    for (const b of out) this.socket.write(b);
-    this.socket.uncork();
+    this.#arenaOut = false;
+    if (out.length === 1) {
+      this.socket.write(out[0]);
+    } else {
+      this.socket.cork();
+      for (const b of out) this.socket.write(b);
+      this.socket.uncork();
+    }
+    // Everything reached the kernel: the arena can start over and sent read buffers can be reused.
+    if (this.socket.writableLength === 0) {
+      this.#arenaPos = this.#arenaStart = 0;
+      this.#recycleScratch();
+    }
     this.#checkBackpressure();
   }
 
@@ -501,6 +607,7 @@ export class TcpQueue implements ControllerQueue {
     if (this.state === 'closing') return;
     this.#log('protocol error: terminating connection', { fes, fei, qid: this.qid });
     this.#out = [];
+    this.#arenaStart = this.#arenaPos;
     this.state = 'closing';
     this.#in.clear();
     this.socket.write(encodeC2HTermReq(fes, fei, Buffer.from(header.subarray(0, Math.min(header.length, 128)))));
@@ -519,4 +626,10 @@ export class TcpQueue implements ControllerQueue {
       c.queueClosed(this.qid);
     }
   }
+}
+
+function totalBytes(views: readonly Buffer[]): number {
+  let n = 0;
+  for (const v of views) n += v.length;
+  return n;
 }
