@@ -504,8 +504,11 @@ export class Controller {
         if (sqe.slba + sqe.nlb > ns.backend.blocks) return STATUS.LbaOutOfRange;
         break;
       case IO_OPC.DatasetManagement: {
-        bytes = ((sqe.cdw(10) & 0xff) + 1) * 16;
-        if (sqe.sglLength !== bytes) return STATUS.DataSglLengthInvalid;
+        // The Linux host may describe a range buffer larger than the NR+1 ranges it fills (a whole
+        // discard page); take the SGL's length, read only the ranges NR names.
+        const needed = ((sqe.cdw(10) & 0xff) + 1) * 16;
+        if (sqe.sglLength < needed || sqe.sglLength > 4096) return STATUS.DataSglLengthInvalid;
+        bytes = sqe.sglLength;
         break;
       }
       default:

@@ -65,12 +65,27 @@ export class Target implements ControllerHost {
     return sub;
   }
 
-  removeSubsystem(nqn: string): void {
+  /**
+   * Removes a subsystem. Its namespaces go first, with a Namespace Attribute Changed event, and its
+   * controllers are torn down a moment later: a connected Linux host removes the block devices on the
+   * event, whereas a dropped connection alone leaves them in place while it retries for ctrl-loss-tmo.
+   */
+  removeSubsystem(nqn: string, graceMs = 1500): void {
     const sub = this.subsystems.get(nqn);
     if (!sub) return;
     this.subsystems.delete(nqn);
-    for (const c of this.#controllersOf(sub)) c.fatal('subsystem removed');
+    const controllers = this.#controllersOf(sub);
+    const nsids = [...sub.namespaces.keys()];
+    for (const c of controllers) for (const nsid of nsids) if (sub.namespaces.get(nsid) && sub.visible(sub.namespaces.get(nsid)!, c.hostnqn)) c.notifyNamespaceChanged(nsid);
+    sub.namespaces.clear();
+    sub.allowedHosts.clear();
     this.#discoveryChanged();
+    if (controllers.length === 0) return;
+    const teardown = () => {
+      for (const c of controllers) c.fatal('subsystem removed');
+    };
+    if (graceMs > 0 && nsids.length > 0) setTimeout(teardown, graceMs).unref();
+    else teardown();
   }
 
   setHosts(nqn: string, hosts: string[]): void {
