@@ -22,6 +22,8 @@ interface JournalFile {
   offset: number;
   /** True while it holds records that checkpoints have not yet made obsolete. */
   inUse: boolean;
+  /** Existed before this open: its page cache may hold large folios from reads (see #preallocate). */
+  preexisting: boolean;
 }
 
 interface Pending {
@@ -94,7 +96,7 @@ export class PoolJournal {
       const head = Buffer.alloc(JOURNAL_HEADER_BYTES);
       fs.readSync(fd, head, 0, JOURNAL_HEADER_BYTES, 0);
       const epoch = decodeHeader(head) ?? 0;
-      this.#files.push({ index, path: file, fd, epoch, offset: JOURNAL_HEADER_BYTES, inUse: false });
+      this.#files.push({ index, path: file, fd, epoch, offset: JOURNAL_HEADER_BYTES, inUse: false, preexisting: !created });
       if (epoch > 0) {
         const list: DecodedRecord[] = [];
         const buf = Buffer.allocUnsafe(this.capacityBytes);
@@ -113,9 +115,15 @@ export class PoolJournal {
     return records.flatMap((r) => r.list);
   }
 
-  /** Fills the file with zeroes so appends never need new space: a full pool must still be able to flush. */
+  /**
+   * Fills the file with zeroes so appends never need new space: a full pool must still be able to flush.
+   * In 4 KiB writes: large writes (or sequential reads) fill the page cache with large folios, and then
+   * every small append dirties a whole folio (perf-limits.md §2b): measured here, a 4 KiB record +
+   * fdatasync cost about 80 µs of CPU and was charged about 1 MiB of write_bytes after a 1 MiB-chunk
+   * preallocation, against about 45 µs and 8 KiB after a 4 KiB-chunk one.
+   */
   async #preallocate(fd: number, from: number): Promise<void> {
-    const chunk = Buffer.alloc(1024 * 1024);
+    const chunk = Buffer.alloc(4096);
     // Start exactly at the current end: a file cut short (a torn tail, or one written with a smaller
     // journalBytes) still holds records before `from`, and rounding down to a chunk boundary used to zero
     // them, header included, losing every acknowledged record in the file. Later chunks are aligned.
@@ -128,6 +136,16 @@ export class PoolJournal {
   /** Starts a fresh epoch on file 0 after recovery; both files' old records are obsolete. */
   async start(): Promise<void> {
     const epoch = Math.max(this.#files[0].epoch, this.#files[1].epoch) + 1;
+    // Files of an earlier run were read sequentially by open() (recovery), which leaves large folios in
+    // the page cache and makes every later append slow (see #preallocate). Their records are obsolete
+    // now (replayed and checkpointed, or of failed clones, which the new epoch drops either way), so cut
+    // them and fill them again in 4 KiB writes: the cut drops their cached folios.
+    for (const f of this.#files) {
+      if (!f.preexisting) continue;
+      fs.ftruncateSync(f.fd, 0);
+      await this.#preallocate(f.fd, 0);
+      f.preexisting = false;
+    }
     await this.#activate(this.#files[0], epoch);
     // The other file's records are older than every checkpoint now; make sure they are never replayed.
     const other = this.#files[1];
