@@ -96,6 +96,10 @@ export class TcpQueue implements ControllerQueue {
   #scratchFree: Buffer[] = [];
   #scratchSent: Buffer[] = [];
   #flushScheduled = false;
+  /** Inside #onData: output waits for the flush at its end. */
+  #inData = false;
+  /** Output queued since the last flush. */
+  #pendingOutput = false;
   #flush = () => this.#flushOutput();
   #paused = false;
   stats = { pdusIn: 0, pdusOut: 0, commands: 0 };
@@ -132,7 +136,15 @@ export class TcpQueue implements ControllerQueue {
   #onData(chunk: Buffer): void {
     if (this.state === 'closing') return;
     this.#in.push(chunk);
-    this.#process();
+    // What the PDUs of this chunk produce at once (synchronous completions, R2Ts) leaves in one write
+    // right after them; completions that come later are flushed from setImmediate.
+    this.#inData = true;
+    try {
+      this.#process();
+    } finally {
+      this.#inData = false;
+    }
+    if (this.#pendingOutput) this.#flushOutput();
   }
 
   #process(): void {
@@ -526,7 +538,8 @@ export class TcpQueue implements ControllerQueue {
   /** Counts a PDU queued and makes sure a flush is coming. */
   #sent(): void {
     this.stats.pdusOut++;
-    if (!this.#flushScheduled) {
+    this.#pendingOutput = true;
+    if (!this.#flushScheduled && !this.#inData) {
       this.#flushScheduled = true;
       setImmediate(this.#flush);
     }
@@ -562,6 +575,7 @@ export class TcpQueue implements ControllerQueue {
 
   #flushOutput(): void {
     this.#flushScheduled = false;
+    this.#pendingOutput = false;
     this.#cutArena();
     if (this.#out.length === 0 || this.socket.destroyed) {
       this.#out = [];
