@@ -2,17 +2,7 @@ import { sql } from 'kysely';
 import type { DesktopPoolRow, DesktopRow, DesktopState } from '../schema.ts';
 import type { Executor } from './executor.ts';
 
-export interface NewDesktop {
-  id: string;
-  pool_id: string;
-  idx: number;
-  name: string;
-  clone_id: string;
-  subsystem_id: string;
-  nsid: number;
-  state: DesktopState;
-  job_id: string | null;
-}
+export type NewDesktop = Pick<DesktopRow, 'id' | 'pool_id' | 'idx' | 'name' | 'clone_id' | 'subsystem_id' | 'nsid' | 'state' | 'job_id'>;
 
 export class DesktopPoolRepository {
   list(db: Executor): Promise<DesktopPoolRow[]> {

@@ -2,7 +2,7 @@
 // encodeX() returns a fresh buffer; writeX(b, off, …) writes the same bytes into a caller's buffer (the
 // TCP queue's output arena: no allocation per PDU, and consecutive PDUs leave as one chunk).
 import { crc32c } from './digest.ts';
-import { CQE_BYTES, DATA_PDU_HLEN, DIGEST_BYTES, IC_PDU_BYTES, PDU_FLAG, PDU_TYPE } from './constants.ts';
+import { DATA_PDU_HLEN, DIGEST_BYTES, IC_PDU_BYTES, PDU_FLAG, PDU_TYPE } from './constants.ts';
 
 export interface Digests {
   hdgst: boolean;
@@ -38,6 +38,15 @@ export function smallPduBytes(d: Digests): number {
   return DATA_PDU_HLEN + (d.hdgst ? DIGEST_BYTES : 0);
 }
 
+/** The common header of a 24-byte controller-to-host PDU (HLEN 24; HDGSTF when header digests are on). */
+function writeCommonHeader(b: Buffer, off: number, type: number, flags: number, pdo: number, plen: number, d: Digests): void {
+  b[off] = type;
+  b[off + 1] = flags | (d.hdgst ? PDU_FLAG.HDGSTF : 0);
+  b[off + 2] = DATA_PDU_HLEN;
+  b[off + 3] = pdo;
+  u32(b, off + 4, plen);
+}
+
 function sealAt(b: Buffer, off: number, d: Digests): void {
   if (d.hdgst) u32(b, off + DATA_PDU_HLEN, crc32c(b.subarray(off, off + DATA_PDU_HLEN)));
 }
@@ -45,11 +54,7 @@ function sealAt(b: Buffer, off: number, d: Digests): void {
 /** Writes a CapsuleResp at b[off]; returns its length. Every byte is written. */
 export function writeCapsuleResp(b: Buffer, off: number, dw0: number, dw1: number, sqhd: number, sqid: number, cid: number, status: number, d: Digests): number {
   const len = smallPduBytes(d);
-  b[off] = PDU_TYPE.CapsuleResp;
-  b[off + 1] = d.hdgst ? PDU_FLAG.HDGSTF : 0;
-  b[off + 2] = DATA_PDU_HLEN;
-  b[off + 3] = 0;
-  u32(b, off + 4, len);
+  writeCommonHeader(b, off, PDU_TYPE.CapsuleResp, 0, 0, len, d);
   u32(b, off + 8, dw0);
   u32(b, off + 12, dw1);
   u16(b, off + 16, sqhd);
@@ -64,7 +69,6 @@ export function writeCapsuleResp(b: Buffer, off: number, dw0: number, dw1: numbe
 export function encodeCapsuleResp(cqe: { dw0: number; dw1: number; sqhd: number; sqid: number; cid: number; status: number }, d: Digests): Buffer {
   const b = Buffer.allocUnsafe(smallPduBytes(d));
   writeCapsuleResp(b, 0, cqe.dw0, cqe.dw1, cqe.sqhd, cqe.sqid, cqe.cid, cqe.status, d);
-  void CQE_BYTES;
   return b;
 }
 
@@ -84,11 +88,7 @@ export function writeC2HDataHeader(b: Buffer, off: number, cid: number, datao: n
   const pdo = hl + pad;
   const plen = pdo + datal + (d.ddgst ? DIGEST_BYTES : 0);
   const flags = (last ? PDU_FLAG.LAST_PDU : 0) | (success ? PDU_FLAG.SUCCESS : 0) | (d.ddgst ? PDU_FLAG.DDGSTF : 0);
-  b[off] = PDU_TYPE.C2HData;
-  b[off + 1] = flags | (d.hdgst ? PDU_FLAG.HDGSTF : 0);
-  b[off + 2] = DATA_PDU_HLEN;
-  b[off + 3] = pdo;
-  u32(b, off + 4, plen);
+  writeCommonHeader(b, off, PDU_TYPE.C2HData, flags, pdo, plen, d);
   u16(b, off + 8, cid);
   u16(b, off + 10, 0);
   u32(b, off + 12, datao);
@@ -108,11 +108,7 @@ export function encodeR2T(cid: number, ttag: number, r2to: number, r2tl: number,
 /** encodeR2T written at b[off]; returns its length. */
 export function writeR2T(b: Buffer, off: number, cid: number, ttag: number, r2to: number, r2tl: number, d: Digests): number {
   const len = smallPduBytes(d);
-  b[off] = PDU_TYPE.R2T;
-  b[off + 1] = d.hdgst ? PDU_FLAG.HDGSTF : 0;
-  b[off + 2] = DATA_PDU_HLEN;
-  b[off + 3] = 0;
-  u32(b, off + 4, len);
+  writeCommonHeader(b, off, PDU_TYPE.R2T, 0, 0, len, d);
   u16(b, off + 8, cid);
   u16(b, off + 10, ttag);
   u32(b, off + 12, r2to);
