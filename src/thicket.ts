@@ -9,6 +9,7 @@ import type { Server } from 'node:http';
 import { createApp } from './api/app.ts';
 import { loadAdminToken } from './api/auth.ts';
 import { attachEventStream } from './api/event-stream.ts';
+import { SessionStore } from './api/sessions.ts';
 import { Metrics } from './api/metrics.ts';
 import type { Config } from './config.ts';
 import { EventBus } from './control/events/event-bus.ts';
@@ -140,9 +141,14 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
     cleanups.push(() => clearInterval(pruneTimer));
 
     const metrics = new Metrics(db);
+    const sessions = new SessionStore(db);
+    const sessionTimer = setInterval(() => void sessions.prune().catch(logError), 10 * 60_000);
+    cleanups.push(() => clearInterval(sessionTimer));
     const app = createApp({
       version: await packageVersion(),
       auth: verifier,
+      sessions,
+      webRoot: path.join(ROOT, 'web', 'dist'),
       metrics,
       events,
       storagePools,
@@ -167,7 +173,7 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
       const s = serve({ fetch: app.fetch, hostname: config.httpHost, port: config.httpPort }, () => resolve(s));
       s.once('error', reject);
     });
-    const stream = attachEventStream(server as Server, { auth: verifier, events, metrics, log: logError });
+    const stream = attachEventStream(server as Server, { auth: verifier, sessions, events, metrics, log: logError });
     cleanups.push(
       () =>
         new Promise<void>((resolve) => {

@@ -13,7 +13,11 @@ import { exportDocs, hostRoutes, subsystemRoutes } from './routes/exports.routes
 import type { DesktopPoolService } from '../control/desktop-pools/desktop-pool.service.ts';
 import { desktopPoolDocs, desktopPoolRoutes } from './routes/desktop-pools.routes.ts';
 import { AppError } from '../errors.ts';
+import { getCookie } from 'hono/cookie';
 import { bearerToken, type TokenVerifier } from './auth.ts';
+import { CSRF_HEADER, csrfMatches, sameOrigin, SESSION_COOKIE, type SessionStore } from './sessions.ts';
+import { sessionDocs, sessionRoutes } from './routes/session.routes.ts';
+import { webUi } from './web-ui.ts';
 import { errorBody, toErrorResponse } from './error-response.ts';
 import type { Metrics } from './metrics.ts';
 import { buildOpenApi, type RouteDoc } from './openapi.ts';
@@ -26,6 +30,9 @@ import { templateDocs, templateRoutes } from './routes/templates.routes.ts';
 export interface AppDeps {
   version: string;
   auth: TokenVerifier;
+  sessions: SessionStore;
+  /** Directory of the built web UI (web/dist); absent: `/` explains how to build it. */
+  webRoot?: string;
   metrics: Metrics;
   events: EventBus;
   storagePools: StoragePoolService;
@@ -52,8 +59,10 @@ const systemDocs: RouteDoc[] = [
   },
 ];
 
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
 export function allRouteDocs(): RouteDoc[] {
-  return [...systemDocs, ...storagePoolDocs, ...templateDocs, ...replicaDocs, ...cloneDocs, ...exportDocs, ...desktopPoolDocs, ...jobDocs];
+  return [...systemDocs, ...sessionDocs, ...storagePoolDocs, ...templateDocs, ...replicaDocs, ...cloneDocs, ...exportDocs, ...desktopPoolDocs, ...jobDocs];
 }
 
 export function createApp(deps: AppDeps): Hono {
@@ -78,11 +87,22 @@ export function createApp(deps: AppDeps): Hono {
     return c.text(text, 200, { 'content-type': deps.metrics.registry.contentType });
   });
 
+  // Scripts authenticate with a bearer token; the web UI with its session cookie, and then every
+  // state-changing request must also carry the session's CSRF token and come from our own origin.
   app.use('/api/*', async (c, next) => {
-    if (!deps.auth.verify(bearerToken(c.req.header('authorization')))) {
-      throw new AppError('UNAUTHORIZED', 'missing or invalid bearer token');
+    if (c.req.path === '/api/v1/session' && c.req.method === 'POST') return next();
+    const authorization = c.req.header('authorization');
+    if (authorization !== undefined) {
+      if (!deps.auth.verify(bearerToken(authorization))) throw new AppError('UNAUTHORIZED', 'missing or invalid bearer token');
+      return next();
     }
-    await next();
+    const session = await deps.sessions.lookup(getCookie(c, SESSION_COOKIE));
+    if (!session) throw new AppError('UNAUTHORIZED', 'missing or invalid bearer token or session; sign in first');
+    if (!SAFE_METHODS.has(c.req.method)) {
+      if (!sameOrigin(c.req.header('origin'), c.req.header('host'))) throw new AppError('CSRF_REJECTED', 'cross-origin request refused');
+      if (!csrfMatches(session, c.req.header(CSRF_HEADER))) throw new AppError('CSRF_REJECTED', `missing or wrong ${CSRF_HEADER} header for this session`);
+    }
+    return next();
   });
 
   // Only image uploads may be large. Every other body is cut off as soon as it passes the JSON limit, also
@@ -101,6 +121,7 @@ export function createApp(deps: AppDeps): Hono {
 
   app.get('/api/v1/openapi.json', (c) => c.json(openapi));
   app.get('/api/v1/events', (c) => c.json(errorBody('UPGRADE_REQUIRED', 'this endpoint is a WebSocket; send an Upgrade: websocket request'), 426));
+  app.route('/api/v1/session', sessionRoutes(deps.sessions, deps.auth));
   app.route('/api/v1/storage-pools', storagePoolRoutes(deps.storagePools));
   app.route('/api/v1/templates', templateRoutes(deps.templates));
   app.route('/api/v1/replicas', replicaRoutes(deps.replicas));
@@ -109,6 +130,8 @@ export function createApp(deps: AppDeps): Hono {
   app.route('/api/v1/subsystems', subsystemRoutes(deps.exports));
   app.route('/api/v1/desktop-pools', desktopPoolRoutes(deps.desktopPools));
   app.route('/api/v1/jobs', jobRoutes(deps.jobs));
+
+  app.route('/', webUi(deps.webRoot));
 
   app.notFound((c) => c.json(errorBody('NOT_FOUND', `no route for ${c.req.method} ${c.req.path}`), 404));
   app.onError((err, c) => {

@@ -6,6 +6,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import type { EventBus, ThicketEvent } from '../control/events/event-bus.ts';
 import { bearerToken, type TokenVerifier } from './auth.ts';
 import type { Metrics } from './metrics.ts';
+import { cookieValue, sameOrigin, SESSION_COOKIE, type SessionStore } from './sessions.ts';
 
 const REPLAY_PAGE = 1000;
 /** A client this far behind is disconnected; it reconnects with ?since= and catches up from the database. */
@@ -14,6 +15,8 @@ const PING_INTERVAL_MS = 30_000;
 
 export interface EventStreamDeps {
   auth: TokenVerifier;
+  /** Browsers cannot set headers on a WebSocket: the web UI authenticates with its session cookie. */
+  sessions?: SessionStore;
   events: EventBus;
   metrics?: Metrics;
   log: (err: unknown) => void;
@@ -37,11 +40,22 @@ export function attachEventStream(server: Server, deps: EventStreamDeps): { clos
       reject(socket, 404, `no WebSocket endpoint at ${url.pathname}`);
       return;
     }
-    const token = bearerToken(req.headers.authorization) ?? url.searchParams.get('token') ?? undefined;
-    if (!deps.auth.verify(token)) {
-      reject(socket, 401, 'missing or invalid token (Authorization: Bearer or ?token=)', 'WWW-Authenticate: Bearer\r\n');
-      return;
-    }
+    void authenticate(req, url, deps).then(
+      (ok) => {
+        if (!ok) {
+          reject(socket, 401, 'missing or invalid token (Authorization: Bearer, ?token= or a session cookie from this origin)', 'WWW-Authenticate: Bearer\r\n');
+          return;
+        }
+        upgrade(req, socket, head, url);
+      },
+      (err) => {
+        deps.log(err);
+        socket.destroy();
+      },
+    );
+  });
+
+  const upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer, url: URL): void => {
     const sinceRaw = url.searchParams.get('since');
     let since: number | undefined;
     if (sinceRaw !== null) {
@@ -53,7 +67,7 @@ export function attachEventStream(server: Server, deps: EventStreamDeps): { clos
     }
     const types = url.searchParams.get('types')?.split(',').filter(Boolean);
     wss.handleUpgrade(req, socket, head, (ws) => serve(ws, since, types ? new Set(types) : undefined, deps));
-  });
+  };
 
   return {
     close() {
@@ -61,6 +75,15 @@ export function attachEventStream(server: Server, deps: EventStreamDeps): { clos
       wss.close();
     },
   };
+}
+
+async function authenticate(req: IncomingMessage, url: URL, deps: EventStreamDeps): Promise<boolean> {
+  const token = bearerToken(req.headers.authorization) ?? url.searchParams.get('token') ?? undefined;
+  if (token !== undefined) return deps.auth.verify(token);
+  if (!deps.sessions) return false;
+  // A page on another site could open this socket with our cookie (SameSite aside); Origin tells.
+  if (!req.headers.origin || !sameOrigin(req.headers.origin, req.headers.host)) return false;
+  return (await deps.sessions.lookup(cookieValue(req.headers.cookie, SESSION_COOKIE))) !== undefined;
 }
 
 function serve(ws: WebSocket, since: number | undefined, types: Set<string> | undefined, deps: EventStreamDeps): void {

@@ -179,6 +179,13 @@ export interface DesktopsTable {
   updated_at: Timestamp;
 }
 
+export interface SessionsTable {
+  id_sha256: string;
+  csrf_token: string;
+  created_at: Generated<Date>;
+  expires_at: Date;
+}
+
 export interface Database {
   settings: SettingsTable;
   storage_pools: StoragePoolsTable;
@@ -196,6 +203,7 @@ export interface Database {
   desktop_pool_hosts: DesktopPoolHostsTable;
   desktop_pool_subsystems: DesktopPoolSubsystemsTable;
   desktops: DesktopsTable;
+  sessions: SessionsTable;
 }
 
 export type DesktopPoolRow = Selectable<DesktopPoolsTable>;

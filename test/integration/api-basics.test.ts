@@ -195,7 +195,7 @@ describe.each(DATABASE_KINDS)('API basics (%s)', (kind) => {
         ['GET', '/api/v1/no-such-thing'],
         ['POST', '/api/v1/templates/not-a-uuid/nothing'],
         ['PATCH', '/api/v1/templates'],
-        ['GET', '/no-such-page-outside-the-api'],
+        ['POST', '/no-such-page-outside-the-api'],
       ] as const) {
         const res = await t.api(p, { method });
         expect(res.status, `${method} ${p}`).toBe(404);

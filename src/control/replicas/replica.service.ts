@@ -133,16 +133,14 @@ export class ReplicaService {
       await this.#db.transaction().execute(async (trx) => {
         const replica = await this.#lockIdle(trx, id);
         const clones = await this.#replicas.clonesOf(trx, id);
-        if (clones.length > 0) {
-          throw new AppError('REPLICA_IN_USE', `replica ${id} is the parent of ${clones.length} clone(s); delete them first`, { clones });
-        }
+        const desktopPools = await this.#replicas.desktopPoolsOf(trx, id);
+        if (clones.length > 0 || desktopPools.length > 0) throw replicaInUse(id, clones, desktopPools);
         poolPath = (await this.#pools.get(trx, replica.storage_pool_id))?.path;
         await this.#replicas.delete(trx, id);
       });
     } catch (err) {
       if (isForeignKeyViolation(err)) {
-        const clones = await this.#replicas.clonesOf(this.#db, id);
-        throw new AppError('REPLICA_IN_USE', `replica ${id} is the parent of ${clones.length} clone(s); delete them first`, { clones });
+        throw replicaInUse(id, await this.#replicas.clonesOf(this.#db, id), await this.#replicas.desktopPoolsOf(this.#db, id));
       }
       throw err;
     }
@@ -189,4 +187,12 @@ export class ReplicaService {
     }
     return replica;
   }
+}
+
+/** The refusal names what holds the replica, so an operator knows what to delete or recompose first. */
+function replicaInUse(id: string, clones: Array<{ id: string; name: string }>, desktopPools: Array<{ id: string; name: string }>): AppError {
+  const holders: string[] = [];
+  if (desktopPools.length) holders.push(`desktop pool(s) ${desktopPools.map((p) => p.name).join(', ')}`);
+  if (clones.length) holders.push(`${clones.length} clone(s)`);
+  return new AppError('REPLICA_IN_USE', `replica ${id} is held by ${holders.join(' and ')}; delete or recompose them first`, { desktopPools, clones });
 }

@@ -51,6 +51,28 @@ export class ReplicaRepository {
     return db.selectFrom('clones').select(['id', 'name']).where('replica_id', '=', replicaId).orderBy('name').limit(limit).execute();
   }
 
+  /** Desktop pools built on the replica, or with desktops still on it (a recompose in progress). */
+  desktopPoolsOf(db: Executor, replicaId: string): Promise<Array<{ id: string; name: string }>> {
+    return db
+      .selectFrom('desktop_pools')
+      .select(['desktop_pools.id', 'desktop_pools.name'])
+      .where((eb) =>
+        eb.or([
+          eb('desktop_pools.replica_id', '=', replicaId),
+          eb.exists(
+            eb
+              .selectFrom('desktops')
+              .innerJoin('clones', 'clones.id', 'desktops.clone_id')
+              .select('desktops.id')
+              .whereRef('desktops.pool_id', '=', 'desktop_pools.id')
+              .where('clones.replica_id', '=', replicaId),
+          ),
+        ]),
+      )
+      .orderBy('desktop_pools.name')
+      .execute();
+  }
+
   idsInPool(db: Executor, storagePoolId: string): Promise<Array<{ id: string }>> {
     return db.selectFrom('replicas').select('id').where('storage_pool_id', '=', storagePoolId).execute();
   }

@@ -1,0 +1,184 @@
+// The web UI end to end in a real Chromium against a real Thicket: the operator's whole path from
+// sign-in to deleting a pool, with screenshots of every page in .test-results/screenshots/.
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { launchChromium, screenshot, watchPageErrors } from '../helpers/browser.ts';
+import { startTestThicket, type TestThicket } from '../helpers/thicket.ts';
+
+const POOL_SIZE = 200;
+
+describe('web UI in Chromium', () => {
+  let t: TestThicket;
+  let browser: Browser;
+  let context: BrowserContext;
+  let page: Page;
+  let errors: string[];
+  let tmp: string;
+  let imagePath: string;
+
+  beforeAll(async () => {
+    tmp = await mkdtemp(path.join(os.tmpdir(), 'thicket-ui-'));
+    // 24 MiB with data in the first and last MiB: big enough for the upload bar to move.
+    const image = Buffer.alloc(24 * 1024 * 1024);
+    randomBytes(1024 * 1024).copy(image, 0);
+    randomBytes(1024 * 1024).copy(image, image.length - 1024 * 1024);
+    imagePath = path.join(tmp, 'golden.raw');
+    await writeFile(imagePath, image);
+    [t, browser] = await Promise.all([startTestThicket('pglite'), launchChromium()]);
+    context = await browser.newContext({ baseURL: t.url, viewport: { width: 1280, height: 900 } });
+    page = await context.newPage();
+    errors = watchPageErrors(page);
+  }, 180_000);
+
+  afterAll(async () => {
+    await context?.close().catch(() => {});
+    await browser?.close().catch(() => {});
+    await t?.destroy();
+    if (tmp) await rm(tmp, { recursive: true, force: true });
+  });
+
+  it('refuses a wrong token with the API message and signs in with the admin token', async () => {
+    await page.goto('/');
+    await expect.poll(() => page.getByRole('heading', { name: 'Sign in to Thicket' }).isVisible()).toBe(true);
+    await page.getByLabel('Token').fill('not-the-token-at-all');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await expect.poll(() => page.getByRole('alert').textContent()).toContain('the token is not valid');
+    await screenshot(page, '01-sign-in-refused');
+    await page.getByLabel('Token').fill(t.token);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await expect.poll(() => page.getByRole('heading', { name: 'Dashboard' }).isVisible()).toBe(true);
+    // The token is not kept anywhere page scripts can read; the session is an HttpOnly cookie.
+    const stored = await page.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }) + document.cookie);
+    expect(stored).not.toContain(t.token);
+    const cookies = await context.cookies();
+    const session = cookies.find((c) => c.name === 'thicket_session');
+    expect(session?.httpOnly).toBe(true);
+    expect(session?.sameSite).toBe('Strict');
+    await expect.poll(() => page.locator('header [role="status"]').textContent(), { timeout: 10_000 }).toBe('Live');
+    await expect.poll(() => page.getByRole('meter').count()).toBeGreaterThanOrEqual(2);
+    await screenshot(page, '02-dashboard');
+  });
+
+  it('creates a template and uploads a version with the progress bar reaching 100 %', async () => {
+    await page.getByRole('link', { name: 'Templates' }).click();
+    await page.getByLabel('Name').fill('win11-golden');
+    await page.getByRole('button', { name: 'Create template' }).click();
+    await expect.poll(() => page.getByRole('heading', { name: 'win11-golden' }).isVisible()).toBe(true);
+    await page.getByLabel('Image file').setInputFiles(imagePath);
+    await page.getByRole('button', { name: 'Upload' }).click();
+    const bar = page.getByRole('progressbar', { name: 'Upload progress' });
+    await expect.poll(() => bar.getAttribute('aria-valuenow'), { timeout: 30_000 }).toBe(String(24 * 1024 * 1024));
+    expect(await bar.getAttribute('aria-valuemax')).toBe(String(24 * 1024 * 1024));
+    await expect.poll(() => page.getByText('Uploaded version 1').isVisible()).toBe(true);
+    await expect.poll(() => page.getByRole('cell', { name: 'v1', exact: true }).isVisible()).toBe(true);
+    await screenshot(page, '03-templates');
+  });
+
+  it('promotes the version to a replica on a storage pool', async () => {
+    await page.getByRole('link', { name: 'Replicas' }).click();
+    await page.getByLabel('Template version').selectOption({ label: 'win11-golden v1' });
+    const pools = await t.json<Array<{ id: string; name: string }>>('GET', '/api/v1/storage-pools');
+    const fast = pools.body.find((p) => p.name === 'fast')!;
+    await page.getByLabel('Storage pool').selectOption(fast.id);
+    await page.getByRole('button', { name: 'Promote' }).click();
+    await expect.poll(() => page.locator('tbody tr').filter({ hasText: 'win11-golden v1' }).locator('.badge').textContent(), { timeout: 60_000 }).toBe('ready');
+    await screenshot(page, '04-replicas');
+  });
+
+  let poolId: string;
+  it(`creates a pool of ${POOL_SIZE} desktops and watches the progress bar and the grid reach ${POOL_SIZE} available`, async () => {
+    await page.getByRole('link', { name: 'Desktop pools' }).click();
+    await page.getByLabel('Name', { exact: true }).fill('lab');
+    await page.getByLabel('Replica').selectOption({ label: 'win11-golden v1 (fast)' });
+    await page.getByLabel('Size').fill(String(POOL_SIZE));
+    await page.getByLabel('Name pattern').fill('lab-{n:000}');
+    // The preview follows the pattern as it is typed, before anything is created.
+    await expect.poll(() => page.locator('#name-preview').textContent()).toContain('lab-001, lab-002, lab-003, …, lab-200');
+    await page.getByLabel('Name pattern').fill('lab-{x}');
+    await expect.poll(() => page.locator('#name-preview').textContent()).toContain('exactly one {n}');
+    await page.getByLabel('Name pattern').fill('lab-{n:000}');
+    await screenshot(page, '05-pool-create-form');
+    await page.getByRole('button', { name: 'Create pool' }).click();
+    await page.waitForURL(/\/pools\/[0-9a-f-]{36}$/);
+    poolId = page.url().split('/').pop()!;
+    const bar = page.getByRole('progressbar', { name: 'Desktops available' });
+    await expect.poll(() => bar.getAttribute('aria-valuenow'), { timeout: 60_000 }).toBe(String(POOL_SIZE));
+    expect(await bar.getAttribute('aria-valuemax')).toBe(String(POOL_SIZE));
+    await expect.poll(() => page.locator('.grid [data-state="available"]').count()).toBe(POOL_SIZE);
+    await screenshot(page, '06-pool-ready');
+  });
+
+  it('refreshes the pool and sees every desktop come back available', async () => {
+    await page.getByRole('button', { name: 'Refresh', exact: true }).click();
+    await expect.poll(() => page.getByRole('status').filter({ hasText: 'Refresh started' }).count()).toBe(1);
+    await expect.poll(async () => (await t.json('GET', `/api/v1/jobs?resourceId=${poolId}&kind=desktop-pool.refresh`)).body[0]?.state, { timeout: 60_000 }).toBe('succeeded');
+    await expect.poll(() => page.locator('.grid [data-state="available"]').count(), { timeout: 20_000 }).toBe(POOL_SIZE);
+    await screenshot(page, '07-pool-refreshed');
+  });
+
+  it('refuses to delete the replica and names the pool that holds it', async () => {
+    await page.getByRole('link', { name: 'Replicas' }).click();
+    await page.getByRole('button', { name: 'Delete win11-golden v1' }).click();
+    await page.getByRole('button', { name: 'Delete replica' }).click();
+    const alert = page.getByRole('alert');
+    await expect.poll(() => alert.textContent()).toContain('desktop pool(s) lab');
+    expect(await alert.getByRole('link', { name: 'lab' }).getAttribute('href')).toBe(`/pools/${poolId}`);
+    await screenshot(page, '08-replica-delete-refused');
+  });
+
+  it('deletes the pool after confirmation', async () => {
+    await page.goto(`/pools/${poolId}`);
+    await page.getByRole('button', { name: 'Delete', exact: true }).click();
+    const dialog = page.getByRole('dialog');
+    await expect.poll(() => dialog.isVisible()).toBe(true);
+    await screenshot(page, '09-pool-delete-confirm');
+    await dialog.getByRole('button', { name: 'Delete pool' }).click();
+    await page.waitForURL(/\/pools$/);
+    await expect.poll(async () => (await t.json('GET', `/api/v1/desktop-pools/${poolId}`)).status, { timeout: 60_000 }).toBe(404);
+    await expect.poll(() => page.getByRole('link', { name: 'lab' }).count()).toBe(0);
+    await screenshot(page, '10-pools-after-delete');
+  });
+
+  it('shows hosts and jobs pages: adds and removes a host, lists jobs with their results', async () => {
+    await page.getByRole('link', { name: 'Hosts' }).click();
+    await page.getByLabel('Name').fill('hv-01');
+    await page.getByLabel('Host NQN').fill('nqn.2014-08.org.nvmexpress:uuid:11111111-2222-3333-4444-555555555555');
+    await page.getByRole('button', { name: 'Add host' }).click();
+    await expect.poll(() => page.getByRole('cell', { name: 'hv-01', exact: true }).isVisible()).toBe(true);
+    await screenshot(page, '11-hosts');
+    await page.getByRole('button', { name: 'Remove host hv-01' }).click();
+    await page.getByRole('dialog').getByRole('button', { name: 'Remove host' }).click();
+    await expect.poll(() => page.getByRole('cell', { name: 'hv-01', exact: true }).count()).toBe(0);
+    await page.getByRole('link', { name: 'Jobs' }).click();
+    await expect.poll(() => page.getByRole('cell', { name: 'desktop-pool.refresh' }).count()).toBeGreaterThan(0);
+    await screenshot(page, '12-jobs');
+  });
+
+  it('signs out, after which the API refuses the browser', async () => {
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await expect.poll(() => page.getByRole('heading', { name: 'Sign in to Thicket' }).isVisible()).toBe(true);
+    const status = await page.evaluate(async () => (await fetch('/api/v1/desktop-pools')).status);
+    expect(status).toBe(401);
+    expect(errors).toEqual([]);
+  });
+
+  it('refuses an API request without a session, and a state change without the CSRF token', async () => {
+    const fresh = await browser.newContext({ baseURL: t.url });
+    try {
+      const res = await fresh.request.get('/api/v1/templates');
+      expect(res.status()).toBe(401);
+      // Signed in, but a request that does not echo the CSRF token (what a forged form would send).
+      const signIn = await fresh.request.post('/api/v1/session', { data: { token: t.token } });
+      expect(signIn.status()).toBe(201);
+      const forged = await fresh.request.post('/api/v1/templates', { data: { name: 'forged' } });
+      expect(forged.status()).toBe(403);
+      expect((await forged.json()).error.code).toBe('CSRF_REJECTED');
+    } finally {
+      await fresh.close();
+    }
+  });
+});

@@ -1,0 +1,89 @@
+// Small accessible building blocks shared by the pages.
+import type { ComponentChildren } from 'preact';
+import { useEffect, useRef } from 'preact/hooks';
+import { percent } from '../format.ts';
+
+export function ProgressBar(props: { label: string; value: number; max: number; text?: string }) {
+  const pct = percent(props.value, props.max);
+  return (
+    <div class="progress">
+      <div
+        class="progress-track"
+        role="progressbar"
+        aria-label={props.label}
+        aria-valuemin={0}
+        aria-valuemax={props.max}
+        aria-valuenow={props.value}
+        aria-valuetext={props.text ?? `${pct}%`}
+      >
+        <div class="progress-fill" style={{ width: `${pct}%` }} />
+      </div>
+      <span class="progress-text">{props.text ?? `${pct}%`}</span>
+    </div>
+  );
+}
+
+/** A gauge (capacity, usage) rather than progress towards an end. */
+export function Meter(props: { label: string; value: number; max: number; text: string }) {
+  const pct = percent(props.value, props.max);
+  return (
+    <div class="progress">
+      <div class={`progress-track meter${pct >= 90 ? ' high' : ''}`} role="meter" aria-label={props.label} aria-valuemin={0} aria-valuemax={props.max} aria-valuenow={props.value} aria-valuetext={props.text}>
+        <div class="progress-fill" style={{ width: `${pct}%` }} />
+      </div>
+      <span class="progress-text">{props.text}</span>
+    </div>
+  );
+}
+
+export function Alert(props: { message: string | undefined; children?: ComponentChildren }) {
+  if (!props.message) return null;
+  return (
+    <div class="alert" role="alert">
+      {props.message}
+      {props.children}
+    </div>
+  );
+}
+
+export function Field(props: { label: string; children: ComponentChildren; hint?: string }) {
+  return (
+    <label class="field">
+      <span class="field-label">{props.label}</span>
+      {props.children}
+      {props.hint ? <span class="field-hint">{props.hint}</span> : null}
+    </label>
+  );
+}
+
+/**
+ * Asks before a destructive action. A native modal <dialog>: focus moves into it, Escape cancels and
+ * the rest of the page is inert while it is open.
+ */
+export function ConfirmDialog(props: { open: boolean; title: string; message: ComponentChildren; confirmLabel: string; onConfirm: () => void; onCancel: () => void }) {
+  const ref = useRef<HTMLDialogElement>(null);
+  useEffect(() => {
+    const d = ref.current;
+    if (!d) return;
+    if (props.open && !d.open) d.showModal();
+    if (!props.open && d.open) d.close();
+  }, [props.open]);
+  return (
+    <dialog ref={ref} class="confirm" aria-labelledby="confirm-title" onCancel={(e) => { e.preventDefault(); props.onCancel(); }}>
+      <h2 id="confirm-title">{props.title}</h2>
+      <div>{props.message}</div>
+      <div class="actions">
+        <button type="button" onClick={props.onCancel} autofocus>
+          Cancel
+        </button>
+        <button type="button" class="danger" onClick={props.onConfirm}>
+          {props.confirmLabel}
+        </button>
+      </div>
+    </dialog>
+  );
+}
+
+export function StateBadge(props: { state: string }) {
+  return <span class={`badge state-${props.state}`}>{props.state}</span>;
+}

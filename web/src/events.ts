@@ -1,0 +1,107 @@
+// One WebSocket to /api/v1/events for the whole page. After a lost connection it reconnects with
+// ?since=<last seq seen>, and the server replays what was missed, so listeners see every event once.
+// Before the first event there is no seq to resume from: listeners are told to reload instead.
+import type { ThicketEvent } from './types.ts';
+
+type Listener = (event: ThicketEvent) => void;
+export type StreamStatus = 'connecting' | 'live' | 'reconnecting' | 'stopped';
+
+const MAX_BACKOFF_MS = 5000;
+
+export class EventClient {
+  #ws: WebSocket | undefined;
+  #lastSeq: number | undefined;
+  #listeners = new Set<Listener>();
+  #resyncListeners = new Set<() => void>();
+  #statusListeners = new Set<(s: StreamStatus) => void>();
+  #status: StreamStatus = 'stopped';
+  #backoff = 250;
+  #timer: number | undefined;
+  #wanted = false;
+
+  get status(): StreamStatus {
+    return this.#status;
+  }
+
+  start(): void {
+    if (this.#wanted) return;
+    this.#wanted = true;
+    this.#connect();
+  }
+
+  stop(): void {
+    this.#wanted = false;
+    clearTimeout(this.#timer);
+    this.#ws?.close();
+    this.#ws = undefined;
+    this.#lastSeq = undefined;
+    this.#setStatus('stopped');
+  }
+
+  subscribe(listener: Listener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Called after a reconnect that could not resume from a known seq: reload state from the API. */
+  onResync(listener: () => void): () => void {
+    this.#resyncListeners.add(listener);
+    return () => this.#resyncListeners.delete(listener);
+  }
+
+  onStatus(listener: (s: StreamStatus) => void): () => void {
+    this.#statusListeners.add(listener);
+    return () => this.#statusListeners.delete(listener);
+  }
+
+  #setStatus(s: StreamStatus): void {
+    this.#status = s;
+    for (const l of this.#statusListeners) l(s);
+  }
+
+  #connect(): void {
+    const resumed = this.#lastSeq !== undefined;
+    const url = new URL('/api/v1/events', location.href);
+    url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    if (resumed) url.searchParams.set('since', String(this.#lastSeq));
+    this.#setStatus(this.#status === 'stopped' ? 'connecting' : 'reconnecting');
+    const ws = new WebSocket(url);
+    this.#ws = ws;
+    let opened = false;
+    ws.onopen = () => {
+      opened = true;
+      this.#backoff = 250;
+      const wasReconnect = this.#status === 'reconnecting';
+      this.#setStatus('live');
+      if (wasReconnect && !resumed) for (const l of this.#resyncListeners) l();
+    };
+    ws.onmessage = (msg) => {
+      let event: ThicketEvent;
+      try {
+        event = JSON.parse(String(msg.data)) as ThicketEvent;
+      } catch {
+        return;
+      }
+      if (typeof event.seq !== 'number') return;
+      if (this.#lastSeq !== undefined && event.seq <= this.#lastSeq) return;
+      this.#lastSeq = event.seq;
+      for (const l of this.#listeners) {
+        try {
+          l(event);
+        } catch (err) {
+          console.error('event listener failed', err);
+        }
+      }
+    };
+    ws.onclose = () => {
+      if (this.#ws !== ws || !this.#wanted) return;
+      this.#setStatus('reconnecting');
+      // A refused upgrade (signed out, server restarting) and a dropped link both retry, slower each time.
+      const delay = opened ? 250 : this.#backoff;
+      this.#backoff = Math.min(MAX_BACKOFF_MS, this.#backoff * 2);
+      this.#timer = window.setTimeout(() => this.#connect(), delay);
+    };
+  }
+}
+
+export const events = new EventClient();

@@ -1,0 +1,81 @@
+import { useState } from 'preact/hooks';
+import { api } from '../api.ts';
+import { Alert, Field, ProgressBar, StateBadge } from '../components/widgets.tsx';
+import { when } from '../format.ts';
+import { useResource } from '../resource.ts';
+import type { Job } from '../types.ts';
+
+const STATES = ['', 'queued', 'running', 'succeeded', 'failed', 'cancelled'];
+
+function JobDetails(props: { job: Job }) {
+  const j = props.job;
+  const problems = j.results.filter((r) => r.status !== 'succeeded');
+  return (
+    <details>
+      <summary>
+        {problems.length ? `${problems.length} item(s) not succeeded` : `${j.results.length} item result(s)`}
+        {j.error ? ` · ${j.error.code}` : ''}
+      </summary>
+      {j.error ? <p class="invalid">{j.error.message}</p> : null}
+      <ul class="results">
+        {(problems.length ? problems : j.results).slice(0, 200).map((r, i) => (
+          <li key={`${r.item}-${i}`}>
+            <code>{r.item}</code> {r.status}
+            {r.error ? `: ${r.error}` : ''}
+          </li>
+        ))}
+      </ul>
+    </details>
+  );
+}
+
+export function Jobs() {
+  const [state, setState] = useState('');
+  const jobs = useResource(() => api<Job[]>('GET', `/jobs?limit=200${state ? `&state=${state}` : ''}`), [state], ['job.']);
+  return (
+    <section>
+      <h1>Jobs</h1>
+      <div class="row">
+        <Field label="State">
+          <select value={state} onChange={(e) => setState(e.currentTarget.value)}>
+            {STATES.map((s) => (
+              <option key={s} value={s}>
+                {s || 'any'}
+              </option>
+            ))}
+          </select>
+        </Field>
+      </div>
+      <Alert message={jobs.error} />
+      <table>
+        <thead>
+          <tr>
+            <th scope="col">Kind</th>
+            <th scope="col">State</th>
+            <th scope="col">Progress</th>
+            <th scope="col">Created</th>
+            <th scope="col">Finished</th>
+            <th scope="col">Results and errors</th>
+          </tr>
+        </thead>
+        <tbody>
+          {(jobs.data ?? []).map((j) => (
+            <tr key={j.id}>
+              <td>{j.kind}</td>
+              <td>
+                <StateBadge state={j.state} />
+              </td>
+              <td class="wide">
+                {j.state === 'running' ? <ProgressBar label={`${j.kind} progress`} value={j.progress.done} max={j.progress.total} /> : `${j.progress.done}/${j.progress.total}`}
+              </td>
+              <td>{when(j.createdAt)}</td>
+              <td>{when(j.finishedAt)}</td>
+              <td>{j.error || j.results.length ? <JobDetails job={j} /> : '–'}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {jobs.data?.length === 0 ? <p class="muted">No jobs.</p> : null}
+    </section>
+  );
+}
