@@ -7,6 +7,7 @@ import path from 'node:path';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launchChromium, screenshot, watchPageErrors } from '../helpers/browser.ts';
+import { freePort } from '../helpers/thicket-process.ts';
 import { startTestThicket, type TestThicket } from '../helpers/thicket.ts';
 
 const POOL_SIZE = 200;
@@ -180,5 +181,71 @@ describe('web UI in Chromium', () => {
     } finally {
       await fresh.close();
     }
+  });
+});
+
+describe('web UI with a large pool and a lost connection', () => {
+  const SIZE = 2000;
+  let t: TestThicket;
+  let browser: Browser;
+  let context: BrowserContext;
+  let page: Page;
+  let poolId: string;
+  let names: string[];
+
+  beforeAll(async () => {
+    [t, browser] = await Promise.all([startTestThicket('pglite', { httpPort: await freePort() }), launchChromium()]);
+    const img = path.join(t.dataDir, 'golden.img');
+    await writeFile(img, Buffer.alloc(8 * 1024 * 1024, 7));
+    const pools = (await t.json('GET', '/api/v1/storage-pools')).body as Array<{ id: string; name: string }>;
+    const fast = pools.find((p) => p.name === 'fast')!.id;
+    const tpl = (await t.json('POST', '/api/v1/templates', { name: 'big' })).body.id;
+    const v = (await t.json('POST', `/api/v1/templates/${tpl}/versions`, { sourcePath: img, format: 'raw' })).body.id;
+    const r = (await t.json('POST', '/api/v1/replicas', { templateVersionId: v, storagePoolId: fast })).body;
+    expect((await t.waitForJob(r.job.id)).state).toBe('succeeded');
+    const created = (await t.json('POST', '/api/v1/desktop-pools', { name: 'big', replicaId: r.replica.id, storagePoolId: fast, size: SIZE, namePattern: 'vdi-{n:0000}', hostIds: [] })).body;
+    expect((await t.waitForJob(created.job.id, 120_000)).state).toBe('succeeded');
+    poolId = created.pool.id;
+    names = ((await t.json('GET', `/api/v1/desktop-pools/${poolId}/desktops`)).body as Array<{ name: string }>).map((d) => d.name);
+    context = await browser.newContext({ baseURL: t.url, viewport: { width: 1280, height: 900 } });
+    expect((await context.request.post('/api/v1/session', { data: { token: t.token } })).status()).toBe(201);
+    page = await context.newPage();
+  }, 240_000);
+
+  afterAll(async () => {
+    await context?.close().catch(() => {});
+    await browser?.close().catch(() => {});
+    await t?.destroy();
+  });
+
+  it(`renders only the visible part of a ${SIZE}-desktop grid and reaches the last desktop by scrolling`, async () => {
+    await page.goto(`/pools/${poolId}`);
+    const bar = page.getByRole('progressbar', { name: 'Desktops available' });
+    await expect.poll(() => bar.getAttribute('aria-valuenow'), { timeout: 20_000 }).toBe(String(SIZE));
+    const cells = await page.locator('.grid li').count();
+    expect(cells).toBeGreaterThan(0);
+    expect(cells).toBeLessThan(400);
+    expect(await page.getByText('vdi-2000', { exact: true }).count()).toBe(0);
+    await page.locator('.grid-scroll').evaluate((el) => el.scrollTo(0, el.scrollHeight));
+    await expect.poll(() => page.getByText('vdi-2000', { exact: true }).count()).toBe(1);
+    expect(await page.locator('.grid li').count()).toBeLessThan(400);
+    await screenshot(page, '20-pool-2000-scrolled');
+  });
+
+  it('reconnects with ?since= after the server restarts and shows changes made while it was away', async () => {
+    const sockets: string[] = [];
+    page.on('websocket', (ws) => sockets.push(ws.url()));
+    // Make sure the page has a seq to resume from.
+    await t.json('POST', `/api/v1/desktop-pools/${poolId}/desktops/${names[0]}/state`, { state: 'in-use' });
+    await expect.poll(() => page.locator('.legend [data-state="in-use"] .count').textContent(), { timeout: 10_000 }).toBe('1');
+    await t.stop();
+    await expect.poll(() => page.locator('header [role="status"]').textContent(), { timeout: 10_000 }).toBe('Reconnecting…');
+    // Let the page's retries back off, so the changes below happen before it is back.
+    await new Promise((r) => setTimeout(r, 2500));
+    await t.restart();
+    for (const n of names.slice(1, 40)) expect((await t.json('POST', `/api/v1/desktop-pools/${poolId}/desktops/${n}/state`, { state: 'in-use' })).status).toBe(200);
+    await expect.poll(() => page.locator('header [role="status"]').textContent(), { timeout: 20_000 }).toBe('Live');
+    await expect.poll(() => page.locator('.legend [data-state="in-use"] .count').textContent(), { timeout: 10_000 }).toBe('40');
+    expect(sockets.some((u) => /[?&]since=\d+/.test(u))).toBe(true);
   });
 });

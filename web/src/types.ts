@@ -125,7 +125,7 @@ export interface ThicketEvent {
 export interface DesktopStateEvent extends ThicketEvent {
   type: 'desktop.state';
   poolId: string;
-  desktops: Array<{ name: string; cloneId: string; state: DesktopState }>;
+  desktops: Array<{ name: string; cloneId: string; state: DesktopState | 'deleted' }>;
 }
 
 export interface JobProgressEvent extends ThicketEvent {

@@ -2,7 +2,7 @@
 // pool-jobs.ts do the work in bursts.
 import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
-import type { Database, DesktopPoolRow, DesktopState, JobRow } from '../../db/schema.ts';
+import type { Database, DesktopPoolRow, DesktopRow, DesktopState, JobRow } from '../../db/schema.ts';
 import { JobRepository } from '../../db/repositories/job.repository.ts';
 import { isUniqueViolation } from '../../db/repositories/executor.ts';
 import { AppError } from '../../errors.ts';
@@ -107,12 +107,15 @@ export class DesktopPoolService {
 
   async desktops(id: string): Promise<DesktopDto[]> {
     const pool = await this.#pool(id);
+    return this.#desktopDtos(pool.id, await this.#ops.pools.desktops(this.#db, pool.id));
+  }
+
+  async #desktopDtos(poolId: string, rows: DesktopRow[]): Promise<DesktopDto[]> {
     const ops = this.#ops;
-    const rows = await ops.pools.desktops(this.#db, pool.id);
-    const subs = new Map((await ops.pools.subsystems(this.#db, pool.id)).map((s) => [s.subsystem_id, s.nqn]));
-    const ns = new Map(
-      (await this.#db.selectFrom('namespaces').select(['clone_id', 'uuid']).where('subsystem_id', 'in', subs.size ? [...subs.keys()] : ['00000000-0000-0000-0000-000000000000']).execute()).map((n) => [n.clone_id, n.uuid]),
-    );
+    const subs = new Map((await ops.pools.subsystems(this.#db, poolId)).map((s) => [s.subsystem_id, s.nqn]));
+    const ns = rows.length
+      ? new Map((await this.#db.selectFrom('namespaces').select(['clone_id', 'uuid']).where('clone_id', 'in', rows.map((d) => d.clone_id)).execute()).map((n) => [n.clone_id, n.uuid]))
+      : new Map<string, string>();
     const infos = rows.length ? new Map((await ops.dataplane.call('cloneInfo', { ids: rows.map((d) => d.clone_id) })).map((i) => [i.id, i])) : new Map();
     return rows.map((d) => ({
       name: d.name,
@@ -245,9 +248,9 @@ export class DesktopPoolService {
     const d = await this.#ops.pools.desktopByName(this.#db, pool.id, name);
     if (!d) throw new AppError('DESKTOP_NOT_FOUND', `desktop pool ${pool.name} has no desktop "${name}"`);
     if (d.state === 'refreshing' || d.state === 'provisioning') throw new AppError('CONFLICT', `desktop "${name}" is ${d.state}`);
+    // The event joins the pool's 100 ms batch: a fleet of VMs reporting at once is a few messages.
     await this.#ops.setStates(pool.id, [d], state);
-    this.#ops.stateEvents.flush();
-    return (await this.desktops(pool.id)).find((x) => x.name === name)!;
+    return (await this.#desktopDtos(pool.id, [{ ...d, state }]))[0];
   }
 
   /** Brings back the clone a refresh replaced, if its grace period has not ended. */

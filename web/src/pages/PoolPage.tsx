@@ -10,7 +10,7 @@ import { useAction, useResource } from '../resource.ts';
 import { DESKTOP_STATES, type Desktop, type DesktopPool, type DesktopState, type DesktopStateEvent, type Job, type JobProgressEvent, type Replica } from '../types.ts';
 import { Schedules } from './Schedules.tsx';
 
-type Change = { name: string; state: DesktopState };
+type Change = { name: string; state: DesktopState | 'deleted' };
 
 function emptyCounts(): Record<DesktopState, number> {
   return { provisioning: 0, available: 0, 'in-use': 0, refreshing: 0, failed: 0 };
@@ -54,13 +54,21 @@ function useLiveDesktops(poolId: string) {
   const applyQueued = () => {
     const m = model.current;
     const c = counts.current;
+    let removed = false;
     for (const ch of queue.current) {
       const before = m.states.get(ch.name);
+      if (before !== undefined) c[before]--;
+      // A shrink or delete reports removed desktops as "deleted": they leave the grid.
+      if (ch.state === 'deleted') {
+        if (before !== undefined) m.states.delete(ch.name);
+        removed = true;
+        continue;
+      }
       if (before === undefined) m.names.push(ch.name);
-      else c[before]--;
       m.states.set(ch.name, ch.state);
       c[ch.state]++;
     }
+    if (removed) m.names = m.names.filter((n) => m.states.has(n));
     poolPagePerf.desktopChangesApplied += queue.current.length;
     queue.current = [];
   };
