@@ -35,6 +35,8 @@ export interface AppDeps {
   exports: ExportService;
   desktopPools: DesktopPoolService;
   jobs: JobService;
+  /** The host id a hypervisor host's callback token was made for (hooks enabled), else undefined. */
+  verifyHostToken?(token: string | undefined): string | undefined;
   health(): Promise<{ ok: boolean; database: string; detail?: string }>;
   logError(err: unknown): void;
 }
@@ -78,9 +80,14 @@ export function createApp(deps: AppDeps): Hono {
     return c.text(text, 200, { 'content-type': deps.metrics.registry.contentType });
   });
 
+  // A hypervisor host's token may only report the state of desktops (checked against placement there).
+  const hostCallback = /^\/api\/v1\/desktop-pools\/[^/]+\/desktops\/[^/]+\/state$/;
   app.use('/api/*', async (c, next) => {
-    if (!deps.auth.verify(bearerToken(c.req.header('authorization')))) {
-      throw new AppError('UNAUTHORIZED', 'missing or invalid bearer token');
+    const token = bearerToken(c.req.header('authorization'));
+    if (!deps.auth.verify(token)) {
+      const hostId = deps.verifyHostToken?.(token);
+      if (!hostId || c.req.method !== 'POST' || !hostCallback.test(c.req.path)) throw new AppError('UNAUTHORIZED', 'missing or invalid bearer token');
+      c.set('callerHostId' as never, hostId as never);
     }
     await next();
   });
