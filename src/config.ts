@@ -149,6 +149,6 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; defaultValue: strin
   { name: 'THICKET_REPLICA_CACHE_BYTES', defaultValue: '268435456', meaning: 'RAM for the shared replica block cache (all clones of all replicas)' },
   { name: 'THICKET_JOURNAL_BYTES', defaultValue: '33554432', meaning: 'size of each of the two preallocated journal files per storage pool' },
   { name: 'THICKET_SECRET_KEY', defaultValue: '(unset)', meaning: 'key (64 hex digits) that encrypts hosts\' SSH private keys in the database; unset means <data>/secret.key, generated on first start. Set it when several nodes share one PostgreSQL' },
-  { name: 'THICKET_PUBLIC_URL', defaultValue: 'http://<THICKET_HTTP_ADDR>', meaning: 'base URL hypervisor hosts use to report VM events (the libvirt qemu hook)' },
+  { name: 'THICKET_PUBLIC_URL', defaultValue: '(http://<THICKET_HTTP_ADDR>)', meaning: 'base URL hypervisor hosts use to report VM events (the libvirt qemu hook)' },
   { name: 'THICKET_LOG_LEVEL', defaultValue: 'info', meaning: 'pino log level' },
 ];
