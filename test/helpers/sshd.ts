@@ -101,8 +101,21 @@ export async function startSshd(): Promise<TestSshd> {
     const c = child;
     if (!c || c.exitCode !== null || c.signalCode !== null) return;
     const exited = new Promise((r) => c.once('exit', r));
-    c.kill('SIGTERM');
-    const t = setTimeout(() => c.kill('SIGKILL'), 5_000);
+    // The per-connection processes (its children, each in a session of its own) end too, as when a host
+    // is reinstalled: established connections do not outlive the server.
+    const { stdout } = await run('ps', ['-o', 'pid=', '--ppid', String(c.pid)]).catch(() => ({ stdout: '' }));
+    const pids = [c.pid!, ...stdout.split(/\s+/).filter(Boolean).map(Number)];
+    const signal = (s: NodeJS.Signals) => {
+      for (const pid of pids) {
+        try {
+          process.kill(pid, s);
+        } catch {
+          // gone already
+        }
+      }
+    };
+    signal('SIGTERM');
+    const t = setTimeout(() => signal('SIGKILL'), 5_000);
     await exited;
     clearTimeout(t);
   };
