@@ -97,7 +97,8 @@ export class HookTemplates {
   script(type: HookType, action: HookAction, vars: Record<string, string | number>): string {
     const steps = STEPS[type][action];
     if (!steps || steps.length === 0) throw new TemplateError(`hook type ${type} has no ${action} action`);
-    const parts = ['#!/bin/sh', 'set -eu', '# --- variables (rendered by Thicket)', renderShellVars({ ...vars, THICKET_HOOK_TYPE: type, THICKET_ACTION: action }).trimEnd()];
+    // SSH servers hand exec sessions a short PATH (dropbear: /usr/bin:/bin); nvme-cli and modprobe live in sbin.
+    const parts = ['#!/bin/sh', 'set -eu', 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH', 'export PATH', '# --- variables (rendered by Thicket)', renderShellVars({ ...vars, THICKET_HOOK_TYPE: type, THICKET_ACTION: action }).trimEnd()];
     parts.push('# --- hooks/common.sh', this.read('hooks/common.sh').trimEnd());
     for (const s of steps) parts.push(`# --- ${s}`, this.read(s).trimEnd());
     return `${parts.join('\n')}\n`;

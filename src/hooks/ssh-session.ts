@@ -1,7 +1,8 @@
 // One SSH connection to a hypervisor host (ssh2), with the host key checked against the pinned
 // fingerprint before any command runs, and commands run with a timeout and capped output.
 import { createHash } from 'node:crypto';
-import { Client, type ClientChannel } from 'ssh2';
+// ssh2 is CommonJS: Node's ESM loader gives it only as a default export.
+import ssh2, { type ClientChannel } from 'ssh2';
 
 export interface SshTarget {
   address: string;
@@ -72,11 +73,11 @@ const MAX_OUTPUT_BYTES = 1024 * 1024;
 
 export class SshSession {
   readonly hostKey: { fingerprint: string; type: string };
-  #client: Client;
+  #client: ssh2.Client;
   #closed = false;
   #onClose: Array<() => void> = [];
 
-  private constructor(client: Client, hostKey: { fingerprint: string; type: string }) {
+  private constructor(client: ssh2.Client, hostKey: { fingerprint: string; type: string }) {
     this.#client = client;
     this.hostKey = hostKey;
     client.on('close', () => {
@@ -104,7 +105,7 @@ export class SshSession {
   static connect(target: SshTarget, options: { timeoutMs?: number; allowUnpinned?: boolean } = {}): Promise<SshSession> {
     const timeoutMs = options.timeoutMs ?? 15_000;
     return new Promise((resolve, reject) => {
-      const client = new Client();
+      const client = new ssh2.Client();
       let presented: { fingerprint: string; type: string } | undefined;
       let keyError: HostKeyError | undefined;
       let settled = false;

@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { utils as sshUtils } from 'ssh2';
+import ssh2 from 'ssh2';
 import type { Kysely } from 'kysely';
 import type { DataplaneClient } from '../../dataplane/client.ts';
 import type { Database, HookType, HostRow, NamespaceRow, SubsystemRow } from '../../db/schema.ts';
@@ -78,7 +78,7 @@ function hostDto(h: HostRow): HostDto {
 
 /** A private key ssh2 can sign with (OpenSSH or PEM, not passphrase-protected). */
 function privateKeyProblem(text: string): string | undefined {
-  const parsed = sshUtils.parseKey(text);
+  const parsed = ssh2.utils.parseKey(text);
   const key = Array.isArray(parsed) ? parsed[0] : parsed;
   if (key instanceof Error) return key.message;
   if (!key || !key.isPrivateKey()) return 'is a public key, not a private key';
