@@ -11,6 +11,7 @@ import { NvmeTcpHost } from '../../src/nvmeof/host/nvme-tcp-host.ts';
 import { SshSession } from '../../src/hooks/ssh-session.ts';
 import { HookTemplates } from '../../src/hooks/render.ts';
 import { ROOT } from '../../src/thicket.ts';
+import { run as runCli } from '../../src/cli/main.ts';
 import { DATABASE_KINDS } from '../helpers/databases.ts';
 import { startSshd, type TestSshd } from '../helpers/sshd.ts';
 import { startTestThicket, type TestThicket } from '../helpers/thicket.ts';
@@ -219,6 +220,22 @@ describe.each(DATABASE_KINDS)('hypervisor hooks over SSH (%s)', (kind) => {
     expect((await t.json('GET', `/api/v1/desktop-pools/${res.body.pool.id}`)).body.desktops.total).toBe(3);
     const del = await t.json('DELETE', `/api/v1/desktop-pools/${res.body.pool.id}`);
     expect((await waitJob(del.body.job.id)).state).toBe('succeeded');
+  });
+
+  it('the CLI registers an SSH host, shows its key and pins it', async () => {
+    const out: string[] = [];
+    const cli = (...argv: string[]) => runCli([...argv, '--url', t.url, '--token', t.token, '--json'], (s) => out.push(s), (s) => out.push(s));
+    expect(await cli('hosts', 'create', 'hv-cli', nqn(8), '--ssh', `${sshd.username}@127.0.0.1:${sshd.port}`, '--key-path', sshd.clientKeyPath, '--hook-type', 'libvirt'), out.join('\n')).toBe(0);
+    const host = JSON.parse(out.pop()!);
+    expect(host).toMatchObject({ hookType: 'libvirt', ssh: { address: '127.0.0.1', port: sshd.port, privateKeyPath: sshd.clientKeyPath } });
+    expect(await cli('hosts', 'test', host.id), out.join('\n')).toBe(0);
+    const report = JSON.parse(out.pop()!);
+    expect(report.hostKey.fingerprint).toBe(sshd.hostKeyFingerprint);
+    // virsh is installed here, but no libvirtd answers qemu:///system: the probe says so.
+    expect(report.virsh).toBe(false);
+    expect(await cli('hosts', 'trust', host.id, report.hostKey.fingerprint)).toBe(0);
+    expect(JSON.parse(out.pop()!).hostKeyFingerprint).toBe(sshd.hostKeyFingerprint);
+    expect((await t.json('DELETE', `/api/v1/hosts/${host.id}`)).status).toBe(204);
   });
 
   it('renders a domain XML that virt-xml-validate accepts and that defines and starts under virsh test:///default through sshd', async () => {
