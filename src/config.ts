@@ -18,6 +18,10 @@ export interface Config {
   replicaCacheBytes: number;
   /** Size of each of a pool's two journal files. */
   journalBytes: number;
+  /** Key that encrypts stored SSH private keys; unset: <dataDir>/secret.key, generated on first start. */
+  secretKey?: string | undefined;
+  /** Base URL hypervisor hosts use to call the API (libvirt qemu hook); unset: http://<THICKET_HTTP_ADDR>. */
+  publicUrl?: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -103,6 +107,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   const journalBytes = Number(journalRaw);
 
+  const secretKey = env.THICKET_SECRET_KEY === undefined || env.THICKET_SECRET_KEY === '' ? undefined : env.THICKET_SECRET_KEY.trim();
+  if (secretKey !== undefined && !/^([0-9a-fA-F]{64}|[A-Za-z0-9+/_-]{43}=?)$/.test(secretKey)) {
+    throw new ConfigError('THICKET_SECRET_KEY must be 32 bytes written as 64 hex digits or base64');
+  }
+  const publicUrl = env.THICKET_PUBLIC_URL === undefined || env.THICKET_PUBLIC_URL === '' ? undefined : env.THICKET_PUBLIC_URL.replace(/\/+$/, '');
+  if (publicUrl !== undefined && !/^https?:\/\/[A-Za-z0-9.:\[\]_-]+(\/[A-Za-z0-9._~\/-]*)?$/.test(publicUrl)) {
+    throw new ConfigError(`THICKET_PUBLIC_URL must be an http:// or https:// URL, got "${env.THICKET_PUBLIC_URL}"`);
+  }
+
   return {
     dataDir,
     databaseUrl,
@@ -117,6 +130,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel,
     replicaCacheBytes,
     journalBytes,
+    secretKey,
+    publicUrl,
   };
 }
 
@@ -133,5 +148,7 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; defaultValue: strin
   { name: 'THICKET_ADMIN_TOKEN', defaultValue: '(unset)', meaning: 'admin bearer token; unset means one is generated on first start, printed once and stored only as a hash' },
   { name: 'THICKET_REPLICA_CACHE_BYTES', defaultValue: '268435456', meaning: 'RAM for the shared replica block cache (all clones of all replicas)' },
   { name: 'THICKET_JOURNAL_BYTES', defaultValue: '33554432', meaning: 'size of each of the two preallocated journal files per storage pool' },
+  { name: 'THICKET_SECRET_KEY', defaultValue: '(unset)', meaning: 'key (64 hex digits) that encrypts hosts\' SSH private keys in the database; unset means <data>/secret.key, generated on first start. Set it when several nodes share one PostgreSQL' },
+  { name: 'THICKET_PUBLIC_URL', defaultValue: '(http://<THICKET_HTTP_ADDR>)', meaning: 'base URL hypervisor hosts use to report VM events (the libvirt qemu hook)' },
   { name: 'THICKET_LOG_LEVEL', defaultValue: 'info', meaning: 'pino log level' },
 ];

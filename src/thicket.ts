@@ -25,6 +25,10 @@ import { ExportService } from './control/exports/export.service.ts';
 import { DesktopOps } from './control/desktop-pools/desktop-ops.ts';
 import { DesktopPoolService } from './control/desktop-pools/desktop-pool.service.ts';
 import { DeletePoolJob, RecomposePoolJob, RefreshPoolJob, ResizePoolJob } from './control/desktop-pools/pool-jobs.ts';
+import { DesktopHooks } from './control/desktop-pools/desktop-hooks.ts';
+import { HookRunner, type HookRunnerOptions } from './hooks/hook-runner.ts';
+import { hostToken, verifyHostToken } from './hooks/host-token.ts';
+import { loadSecretBox } from './hooks/secret-box.ts';
 import { openDatabase, redactUrl } from './db/database.ts';
 import { migrate } from './db/migrator.ts';
 import { sql } from 'kysely';
@@ -43,6 +47,8 @@ export interface ThicketInstance {
   log: Logger;
   jobs: JobRunner;
   events: EventBus;
+  /** Hooks on hypervisor hosts (restartDesktop and friends). */
+  hooks: DesktopHooks;
   close(): Promise<void>;
 }
 
@@ -50,6 +56,8 @@ export interface StartOptions {
   logger?: Logger;
   /** Job runner tuning, mostly for tests. */
   jobRunner?: { pollIntervalMs?: number; staleAfterMs?: number; heartbeatIntervalMs?: number };
+  /** Hook runner tuning (limits, timeouts, host-side paths), mostly for tests. */
+  hooks?: Partial<Omit<HookRunnerOptions, 'templatesDir' | 'secrets' | 'target' | 'apiUrl' | 'hostToken'>>;
 }
 
 async function packageVersion(): Promise<string> {
@@ -74,6 +82,8 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
     const db = database.db;
 
     const { verifier, generatedToken } = await loadAdminToken(db, config.adminToken);
+    const { box: secrets, generatedKeyFile } = await loadSecretBox(db, config.dataDir, config.secretKey);
+    if (generatedKeyFile) log.warn({ file: generatedKeyFile }, 'generated the secret key that encrypts SSH private keys; back it up (or set THICKET_SECRET_KEY)');
     const dataplane = new DataplaneClient({ replicaCacheBytes: config.replicaCacheBytes, journalBytes: config.journalBytes });
     dataplane.onBackgroundError = (message) => log.error({ message }, 'data plane background error');
     cleanups.push(() => dataplane.close());
@@ -85,6 +95,22 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
     const clones = new CloneService(db, events, dataplane);
     const exportsService = new ExportService(db, events, dataplane, config.nqnPrefix);
     const desktopOps = new DesktopOps(db, dataplane, events, config.nqnPrefix);
+    // Hosts dial the target at its advertised address; the API URL is known once the server listens.
+    let targetPort = 0;
+    let apiUrl = '';
+    const hookRunner = new HookRunner({
+      ...options.hooks,
+      templatesDir: path.join(ROOT, 'templates'),
+      secrets,
+      target: () => ({ address: config.nvmeAdvertiseAddr ?? config.nvmeAddr, port: targetPort }),
+      apiUrl: () => config.publicUrl ?? apiUrl,
+      hostToken: (hostId) => hostToken(secrets, hostId),
+      log: options.hooks?.log ?? log,
+    });
+    cleanups.push(() => hookRunner.close());
+    exportsService.attachHooks(secrets, hookRunner);
+    const desktopHooks = new DesktopHooks(desktopOps, hookRunner);
+    desktopOps.hooks = desktopHooks;
     const desktopPools = new DesktopPoolService(desktopOps, () => jobs.kick());
     jobs.register(new ResizePoolJob(desktopOps));
     jobs.register(new RefreshPoolJob(desktopOps));
@@ -124,6 +150,7 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
       discoveryPort: config.discoveryPort,
       advertiseAddress: config.nvmeAdvertiseAddr,
     });
+    targetPort = ports.ioPort;
     const restored = await exportsService.restore();
     log.info({ address: config.nvmeAddr, ...ports, ...restored }, 'NVMe/TCP target listening');
     const undoTimer = setInterval(() => void desktopPools.sweepExpiredUndo().catch(logError), 5_000);
@@ -158,6 +185,7 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
       exports: exportsService,
       desktopPools,
       jobs: new JobService(db, jobs),
+      verifyHostToken: (token) => verifyHostToken(secrets, token),
       logError,
       async health() {
         try {
@@ -185,8 +213,9 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
     const port = (server.address() as AddressInfo).port;
     const host = config.httpHost.includes(':') ? `[${config.httpHost}]` : config.httpHost;
     const url = `http://${host}:${port}`;
+    apiUrl = url;
     log.info({ url }, 'Thicket HTTP API listening');
-    return { url, httpPort: port, nvmePort: ports.ioPort, discoveryPort: ports.discoveryPort, generatedAdminToken: generatedToken, log, jobs, events, close: closeAll };
+    return { url, httpPort: port, nvmePort: ports.ioPort, discoveryPort: ports.discoveryPort, generatedAdminToken: generatedToken, log, jobs, events, hooks: desktopHooks, close: closeAll };
   } catch (err) {
     await closeAll().catch(() => {});
     throw err;

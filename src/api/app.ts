@@ -42,6 +42,8 @@ export interface AppDeps {
   exports: ExportService;
   desktopPools: DesktopPoolService;
   jobs: JobService;
+  /** The host id a hypervisor host's callback token was made for (hooks enabled), else undefined. */
+  verifyHostToken?(token: string | undefined): string | undefined;
   health(): Promise<{ ok: boolean; database: string; detail?: string }>;
   logError(err: unknown): void;
 }
@@ -89,11 +91,18 @@ export function createApp(deps: AppDeps): Hono {
 
   // Scripts authenticate with a bearer token; the web UI with its session cookie, and then every
   // state-changing request must also carry the session's CSRF token and come from our own origin.
+  // A hypervisor host's token may only report the state of desktops (checked against placement there).
+  const hostCallback = /^\/api\/v1\/desktop-pools\/[^/]+\/desktops\/[^/]+\/state$/;
   app.use('/api/*', async (c, next) => {
     if (c.req.path === '/api/v1/session' && c.req.method === 'POST') return next();
     const authorization = c.req.header('authorization');
     if (authorization !== undefined) {
-      if (!deps.auth.verify(bearerToken(authorization))) throw new AppError('UNAUTHORIZED', 'missing or invalid bearer token');
+      const token = bearerToken(authorization);
+      if (!deps.auth.verify(token)) {
+        const hostId = deps.verifyHostToken?.(token);
+        if (!hostId || c.req.method !== 'POST' || !hostCallback.test(c.req.path)) throw new AppError('UNAUTHORIZED', 'missing or invalid bearer token');
+        c.set('callerHostId' as never, hostId as never);
+      }
       return next();
     }
     const session = await deps.sessions.lookup(getCookie(c, SESSION_COOKIE));

@@ -177,13 +177,33 @@ const COMMANDS: Record<string, Command> = {
     return 0;
   } },
   'hosts list': { usage: 'hosts list', summary: 'list hosts', async run(ctx) {
-    list(['id', 'name', 'nqn'])(ctx, await ctx.api.request('GET', '/api/v1/hosts'));
+    list(['id', 'name', 'nqn', 'hookType', 'hostKeyFingerprint'])(ctx, await ctx.api.request('GET', '/api/v1/hosts'));
     return 0;
   } },
-  'hosts create': { usage: 'hosts create NAME NQN', summary: 'register a host by NVMe host NQN', async run(ctx, a) {
+  'hosts create': { usage: 'hosts create NAME NQN [--ssh USER@ADDRESS[:PORT] --key-path PATH [--hook-type linux-nvme|libvirt] [--max-desktops N]]', summary: 'register a host by NVMe host NQN (with --ssh, a hypervisor host that runs hooks)', options: { ssh: { type: 'string' }, 'key-path': { type: 'string' }, 'hook-type': { type: 'string' }, 'max-desktops': { type: 'string' } }, async run(ctx, a, o) {
     need(a, 2, this.usage);
-    const h = await ctx.api.request('POST', '/api/v1/hosts', { name: a[0], nqn: a[1] });
+    const body: Record<string, unknown> = { name: a[0], nqn: a[1] };
+    if (o.ssh !== undefined) {
+      const m = /^([^@]+)@(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(String(o.ssh));
+      if (!m || !o['key-path']) throw new UsageError(`usage: thicket ${this.usage}`);
+      body.ssh = { username: m[1], address: m[2], ...(m[3] ? { port: Number(m[3]) } : {}), privateKeyPath: String(o['key-path']) };
+      if (o['hook-type'] !== undefined) body.hookType = String(o['hook-type']);
+      if (o['max-desktops'] !== undefined) body.maxDesktops = Number(o['max-desktops']);
+    }
+    const h = await ctx.api.request('POST', '/api/v1/hosts', body);
     print(ctx, h, () => `created host ${h.name} (${h.id})`);
+    return 0;
+  } },
+  'hosts test': { usage: 'hosts test ID', summary: "log in over SSH: the host key fingerprint, NQN and tools", async run(ctx, a) {
+    need(a, 1, this.usage);
+    const r = await ctx.api.request('POST', `/api/v1/hosts/${a[0]}/test`);
+    print(ctx, r, () => kv({ fingerprint: r.hostKey.fingerprint, pinned: r.hostKey.pinned, matches: r.hostKey.matches, nqn: r.nqn, nqnMatches: r.nqnMatches, nvmeCli: r.nvmeCli, nvmeTcp: r.nvmeTcp, virsh: r.virsh }));
+    return 0;
+  } },
+  'hosts trust': { usage: 'hosts trust ID SHA256:FINGERPRINT', summary: 'pin the host key hooks must see', async run(ctx, a) {
+    need(a, 2, this.usage);
+    const h = await ctx.api.request('POST', `/api/v1/hosts/${a[0]}/trust`, { fingerprint: a[1] });
+    print(ctx, h, () => `pinned ${h.hostKeyFingerprint} for host ${h.name}`);
     return 0;
   } },
   'hosts delete': { usage: 'hosts delete ID', summary: 'remove a host', async run(ctx, a) {

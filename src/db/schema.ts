@@ -105,11 +105,22 @@ export interface EventsTable {
   data: Json<Record<string, unknown>>;
 }
 
+export const HOOK_TYPES = ['linux-nvme', 'libvirt'] as const;
+export type HookType = (typeof HOOK_TYPES)[number];
+
 export interface HostsTable {
   id: string;
   name: string;
   nqn: string;
   created_at: Timestamp;
+  ssh_address: ColumnType<string | null, string | null | undefined, string | null>;
+  ssh_port: ColumnType<number | null, number | null | undefined, number | null>;
+  ssh_username: ColumnType<string | null, string | null | undefined, string | null>;
+  ssh_private_key_enc: ColumnType<string | null, string | null | undefined, string | null>;
+  ssh_private_key_path: ColumnType<string | null, string | null | undefined, string | null>;
+  hook_type: ColumnType<HookType | null, HookType | null | undefined, HookType | null>;
+  host_key_fingerprint: ColumnType<string | null, string | null | undefined, string | null>;
+  max_desktops: ColumnType<number | null, number | null | undefined, number | null>;
 }
 
 export interface SubsystemsTable {
@@ -147,6 +158,10 @@ export interface DesktopPoolsTable {
   qos_iops: number | null;
   qos_bytes_per_second: number | null;
   refresh_grace_seconds: Generated<number>;
+  refresh_on_logoff: Generated<boolean>;
+  vm_vcpus: Generated<number>;
+  vm_memory_mib: Generated<number>;
+  vm_network: Generated<string>;
   state: 'provisioning' | 'ready' | 'deleting' | 'failed';
   error: string | null;
   created_at: Timestamp;
@@ -176,6 +191,14 @@ export interface DesktopsTable {
   undo_clone_id: string | null;
   undo_until: Date | null;
   job_id: string | null;
+  /** The hypervisor host the desktop is placed on (hosts with SSH hooks only). */
+  host_id: ColumnType<string | null, string | null | undefined, string | null>;
+  /** Whether the attach hook has run on host_id. */
+  attached: Generated<boolean>;
+  /** Why the desktop is failed (a hook's stderr). */
+  error: ColumnType<string | null, string | null | undefined, string | null>;
+  /** Last VM power state the host reported. */
+  power: ColumnType<'running' | 'stopped' | null, 'running' | 'stopped' | null | undefined, 'running' | 'stopped' | null>;
   updated_at: Timestamp;
 }
 

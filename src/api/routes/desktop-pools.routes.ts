@@ -1,13 +1,20 @@
 import { Hono } from 'hono';
 import { z } from 'zod';
 import type { DesktopPoolService } from '../../control/desktop-pools/desktop-pool.service.ts';
-import { MAX_POOL_SIZE } from '../../control/desktop-pools/desktop-pool.service.ts';
+import { DESKTOP_EVENTS, MAX_POOL_SIZE } from '../../control/desktop-pools/desktop-pool.service.ts';
+import { AppError } from '../../errors.ts';
 import type { RouteDoc } from '../openapi.ts';
 import { idParam, nameSchema, parseJsonBody, parseOptionalJsonBody, uuidSchema } from '../validation.ts';
 
 const qosSchema = z.strictObject({
   iops: z.number({ message: 'must be a number' }).int('must be an integer').min(1).max(10_000_000).nullable().optional(),
   bytesPerSecond: z.number({ message: 'must be a number' }).int('must be an integer').min(4096).max(1e13).nullable().optional(),
+});
+
+const vmSchema = z.strictObject({
+  vcpus: z.number({ message: 'must be a number' }).int('must be an integer').min(1).max(256).optional(),
+  memoryMiB: z.number({ message: 'must be a number' }).int('must be an integer').min(64).max(4_194_304).optional(),
+  network: nameSchema.optional(),
 });
 
 export const createDesktopPoolBody = z.strictObject({
@@ -19,22 +26,36 @@ export const createDesktopPoolBody = z.strictObject({
   hostIds: z.array(uuidSchema).max(1024),
   qos: qosSchema.optional(),
   refreshGraceSeconds: z.number({ message: 'must be a number' }).int('must be an integer').min(0).max(30 * 24 * 3600).optional(),
+  refreshOnLogoff: z.boolean().optional(),
+  vm: vmSchema.optional(),
 });
-export const resizeDesktopPoolBody = z.strictObject({ size: z.number({ message: 'must be a number' }).int('must be an integer').min(0).max(MAX_POOL_SIZE), force: z.boolean().optional() });
+export const resizeDesktopPoolBody = z
+  .strictObject({
+    size: z.number({ message: 'must be a number' }).int('must be an integer').min(0).max(MAX_POOL_SIZE).optional(),
+    force: z.boolean().optional(),
+    refreshOnLogoff: z.boolean().optional(),
+    vm: vmSchema.optional(),
+  })
+  .refine((b) => b.size !== undefined || b.refreshOnLogoff !== undefined || b.vm !== undefined, { message: 'give size, refreshOnLogoff or vm', path: ['size'] });
 export const refreshBody = z.strictObject({ desktops: z.array(z.string().min(1).max(64)).max(MAX_POOL_SIZE).optional(), force: z.boolean().optional() });
 export const recomposeBody = z.strictObject({ replicaId: uuidSchema, desktops: z.array(z.string().min(1).max(64)).max(MAX_POOL_SIZE).optional(), force: z.boolean().optional() });
-export const desktopStateBody = z.strictObject({ state: z.enum(['in-use', 'available'], { message: 'must be "in-use" or "available"' }) });
+export const desktopStateBody = z
+  .strictObject({
+    state: z.enum(['in-use', 'available'], { message: 'must be "in-use" or "available"' }).optional(),
+    event: z.enum(DESKTOP_EVENTS, { message: `must be one of ${DESKTOP_EVENTS.join(', ')}` }).optional(),
+  })
+  .refine((b) => (b.state === undefined) !== (b.event === undefined), { message: 'give exactly one of state and event', path: ['state'] });
 
 export const desktopPoolDocs: RouteDoc[] = [
   { method: 'get', path: '/api/v1/desktop-pools', tag: 'desktop pools', summary: 'List desktop pools with counts by desktop state and space', responses: { 200: 'pools' } },
   { method: 'post', path: '/api/v1/desktop-pools', tag: 'desktop pools', summary: 'Create a pool of `size` exported linked clones in one burst (a job)', body: createDesktopPoolBody, responses: { 202: '{pool, job}', 400: 'invalid input', 404: 'unknown replica, storage pool or host', 409: 'name taken or replica not ready' } },
   { method: 'get', path: '/api/v1/desktop-pools/:id', tag: 'desktop pools', summary: 'One pool: counts by state, space {uniqueBytes, sharedBytes, savedBytes}', responses: { 200: 'pool', 404: 'unknown id' } },
-  { method: 'patch', path: '/api/v1/desktop-pools/:id', tag: 'desktop pools', summary: 'Grow or shrink (available desktops go first; in-use ones only with force)', body: resizeDesktopPoolBody, responses: { 202: '{pool, job}', 404: 'unknown id', 409: 'busy or desktops in use' } },
-  { method: 'delete', path: '/api/v1/desktop-pools/:id', tag: 'desktop pools', summary: 'Unexport and delete every clone of the pool (a job)', responses: { 202: '{job}', 404: 'unknown id', 409: 'busy' } },
+  { method: 'patch', path: '/api/v1/desktop-pools/:id', tag: 'desktop pools', summary: 'Change refreshOnLogoff or vm settings (200), or grow or shrink (202 with a job; available desktops go first, in-use ones only with force; detach hooks run before removal)', body: resizeDesktopPoolBody, responses: { 200: '{pool, job: null}', 202: '{pool, job}', 404: 'unknown id', 409: 'busy or desktops in use' } },
+  { method: 'delete', path: '/api/v1/desktop-pools/:id', tag: 'desktop pools', summary: 'Run detach hooks, then unexport and delete every clone of the pool (a job); ?force=true deletes even when a detach hook fails', responses: { 202: '{job}', 404: 'unknown id', 409: 'busy' } },
   { method: 'get', path: '/api/v1/desktop-pools/:id/desktops', tag: 'desktop pools', summary: 'Desktops {name, cloneId, subsystemNqn, nsid, uuid, state, uniqueBytes}', responses: { 200: 'desktops', 404: 'unknown id' } },
   { method: 'post', path: '/api/v1/desktop-pools/:id/refresh', tag: 'desktop pools', summary: 'Reset desktops to the replica (skipping in-use ones unless force)', body: refreshBody, responses: { 202: '{job}', 404: 'unknown id', 409: 'busy' } },
   { method: 'post', path: '/api/v1/desktop-pools/:id/recompose', tag: 'desktop pools', summary: 'Move desktops to another replica of the same or a newer template version', body: recomposeBody, responses: { 202: '{job}', 400: 'wrong replica', 404: 'unknown id', 409: 'busy' } },
-  { method: 'post', path: '/api/v1/desktop-pools/:id/desktops/:name/state', tag: 'desktop pools', summary: 'Mark a desktop in use or available (hooks, brokers)', body: desktopStateBody, responses: { 200: 'desktop', 404: 'unknown' } },
+  { method: 'post', path: '/api/v1/desktop-pools/:id/desktops/:name/state', tag: 'desktop pools', summary: 'Mark a desktop in use or available {state}, or report {event}: vm-started, vm-stopped, session-started, session-ended (hosts call this with their host token; refreshOnLogoff resets the clone on vm-stopped and session-ended)', body: desktopStateBody, responses: { 200: 'desktop', 403: 'host token of another host', 404: 'unknown', 409: 'desktop provisioning or refreshing' } },
   { method: 'post', path: '/api/v1/desktop-pools/:id/desktops/:name/undo-refresh', tag: 'desktop pools', summary: 'Undo a refresh or recompose within the pool\'s grace period', responses: { 200: 'desktop', 404: 'unknown', 409: 'nothing to undo' } },
 ];
 
@@ -46,9 +67,14 @@ export function desktopPoolRoutes(service: DesktopPoolService): Hono {
   app.get('/:id', async (c) => c.json(await service.get(pid(c))));
   app.patch('/:id', async (c) => {
     const id = pid(c);
-    return c.json(await service.resize(id, await parseJsonBody(c, resizeDesktopPoolBody)), 202);
+    const r = await service.patch(id, await parseJsonBody(c, resizeDesktopPoolBody));
+    return c.json(r, r.job ? 202 : 200);
   });
-  app.delete('/:id', async (c) => c.json(await service.delete(pid(c)), 202));
+  app.delete('/:id', async (c) => {
+    const force = c.req.query('force');
+    if (force !== undefined && force !== 'true' && force !== 'false') throw new AppError('VALIDATION_FAILED', 'force: must be true or false', { field: 'force' });
+    return c.json(await service.delete(pid(c), { force: force === 'true' }), 202);
+  });
   app.get('/:id/desktops', async (c) => c.json(await service.desktops(pid(c))));
   app.post('/:id/refresh', async (c) => {
     const id = pid(c);
@@ -61,7 +87,7 @@ export function desktopPoolRoutes(service: DesktopPoolService): Hono {
   app.post('/:id/desktops/:name/state', async (c) => {
     const id = pid(c);
     const body = await parseJsonBody(c, desktopStateBody);
-    return c.json(await service.setDesktopState(id, c.req.param('name'), body.state));
+    return c.json(await service.setDesktopState(id, c.req.param('name'), body, c.get('callerHostId' as never) as string | undefined));
   });
   app.post('/:id/desktops/:name/undo-refresh', async (c) => c.json(await service.undoRefresh(pid(c), c.req.param('name'))));
   return app;

@@ -1,18 +1,43 @@
 import { Hono } from 'hono';
 import { z } from 'zod';
 import type { ExportService } from '../../control/exports/export.service.ts';
+import { HOOK_TYPES } from '../../db/schema.ts';
 import { AppError } from '../../errors.ts';
 import type { RouteDoc } from '../openapi.ts';
 import { idParam, nameSchema, parseJsonBody, uuidSchema } from '../validation.ts';
 
-export const createHostBody = z.strictObject({ name: nameSchema, nqn: z.string().min(1, 'must not be empty').max(223, 'must be at most 223 bytes') });
+const sshSchema = z
+  .strictObject({
+    address: z
+      .string()
+      .min(1, 'must not be empty')
+      .max(253)
+      .regex(/^([A-Za-z0-9.:_-]+|\[[0-9A-Fa-f:.]+\])$/, 'must be an IP address or host name')
+      .transform((a) => (a.startsWith('[') ? a.slice(1, -1) : a)),
+    port: z.number({ message: 'must be a number' }).int('must be an integer').min(1).max(65535).optional(),
+    username: z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]{0,31}$/, 'must be a user name (letters, digits, "_", ".", "-")'),
+    privateKey: z.string().min(1, 'must not be empty').max(16384).optional(),
+    privateKeyPath: z.string().min(1, 'must not be empty').max(4096).optional(),
+  })
+  .refine((s) => (s.privateKey === undefined) !== (s.privateKeyPath === undefined), { message: 'give exactly one of privateKey and privateKeyPath', path: ['privateKey'] });
+
+export const createHostBody = z.strictObject({
+  name: nameSchema,
+  nqn: z.string().min(1, 'must not be empty').max(223, 'must be at most 223 bytes'),
+  ssh: sshSchema.optional(),
+  hookType: z.enum(HOOK_TYPES, { message: `must be one of ${HOOK_TYPES.join(', ')}` }).optional(),
+  maxDesktops: z.number({ message: 'must be a number' }).int('must be an integer').min(0).max(100_000).nullable().optional(),
+});
+export const trustHostBody = z.strictObject({ fingerprint: z.string().regex(/^SHA256:[A-Za-z0-9+/]{43}$/, 'must be an OpenSSH SHA256 fingerprint ("SHA256:" and 43 base64 characters)') });
 export const createSubsystemBody = z.strictObject({ name: nameSchema });
 export const allowHostBody = z.strictObject({ hostId: uuidSchema });
 export const addNamespaceBody = z.strictObject({ cloneId: uuidSchema, hostIds: z.array(uuidSchema).max(1024).optional() });
 
 export const exportDocs: RouteDoc[] = [
   { method: 'get', path: '/api/v1/hosts', tag: 'hosts', summary: 'List hosts', responses: { 200: 'hosts' } },
-  { method: 'post', path: '/api/v1/hosts', tag: 'hosts', summary: 'Register a host by its NVMe host NQN', body: createHostBody, responses: { 201: 'host', 400: 'invalid NQN', 409: 'name or NQN taken' } },
+  { method: 'post', path: '/api/v1/hosts', tag: 'hosts', summary: 'Register a host by its NVMe host NQN; with ssh and hookType Thicket runs hooks on it (the private key is stored encrypted and never returned)', body: createHostBody, responses: { 201: 'host', 400: 'invalid NQN or key', 409: 'name or NQN taken' } },
+  { method: 'post', path: '/api/v1/hosts/:id/test', tag: 'hosts', summary: 'Log in over SSH and report the host key fingerprint, /etc/nvme/hostnqn, nvme-cli, the NVMe/TCP module and (libvirt) virsh', responses: { 200: '{hostKey, nqn, nqnMatches, nvmeCli, nvmeTcp, virsh}', 404: 'unknown id', 409: 'no SSH settings, or the pinned key does not match', 502: 'cannot connect or log in' } },
+  { method: 'post', path: '/api/v1/hosts/:id/trust', tag: 'hosts', summary: 'Pin the host key fingerprint that every hook connection must see', body: trustHostBody, responses: { 200: 'host', 400: 'bad fingerprint', 404: 'unknown id', 409: 'no SSH settings' } },
   { method: 'get', path: '/api/v1/hosts/:id', tag: 'hosts', summary: 'One host with the subsystems it may use', responses: { 200: 'host', 404: 'unknown id' } },
   { method: 'delete', path: '/api/v1/hosts/:id', tag: 'hosts', summary: 'Remove a host (refused while it is allowed in a subsystem)', responses: { 204: 'deleted', 404: 'unknown id', 409: 'host has exports' } },
   { method: 'get', path: '/api/v1/subsystems', tag: 'subsystems', summary: 'List subsystems', responses: { 200: 'subsystems' } },
@@ -30,6 +55,11 @@ export function hostRoutes(service: ExportService): Hono {
   app.get('/', async (c) => c.json(await service.listHosts()));
   app.post('/', async (c) => c.json(await service.createHost(await parseJsonBody(c, createHostBody)), 201));
   app.get('/:id', async (c) => c.json(await service.getHost(idParam(c, 'id', 'HOST_NOT_FOUND', 'host'))));
+  app.post('/:id/test', async (c) => c.json(await service.testHost(idParam(c, 'id', 'HOST_NOT_FOUND', 'host'))));
+  app.post('/:id/trust', async (c) => {
+    const id = idParam(c, 'id', 'HOST_NOT_FOUND', 'host');
+    return c.json(await service.trustHost(id, (await parseJsonBody(c, trustHostBody)).fingerprint));
+  });
   app.delete('/:id', async (c) => {
     await service.deleteHost(idParam(c, 'id', 'HOST_NOT_FOUND', 'host'));
     return c.body(null, 204);

@@ -11,6 +11,7 @@ import { HostRepository, SubsystemRepository } from '../../db/repositories/expor
 import { replicaImagePath } from '../../engine/storage-pool-fs.ts';
 import { nguidFor } from '../../nvmeof/target/target.ts';
 import type { EventBus } from '../events/event-bus.ts';
+import type { DesktopHooks } from './desktop-hooks.ts';
 import { MAX_NAMESPACES_PER_SUBSYSTEM } from '../exports/export.service.ts';
 import { desktopName, parseNamePattern } from './name-pattern.ts';
 
@@ -48,6 +49,8 @@ export class DesktopOps {
   readonly clones = new CloneRepository();
   readonly subsystems = new SubsystemRepository();
   readonly hosts = new HostRepository();
+  /** Hooks on hypervisor hosts; set when hooks are enabled (thicket.ts). */
+  hooks: DesktopHooks | undefined;
   #nqnPrefix: string;
 
   constructor(db: Kysely<Database>, dataplane: DataplaneClient, events: EventBus, nqnPrefix: string) {
@@ -95,7 +98,7 @@ export class DesktopOps {
    * Creates desktops with the given indexes: clones, desktop rows and namespaces in one transaction; the
    * engine and the target are told inside it, so a failure commits nothing (and is undone in the engine).
    */
-  async createDesktops(pool: DesktopPoolRow, idxs: number[], jobId: string | null): Promise<DesktopRow[]> {
+  async createDesktops(pool: DesktopPoolRow, idxs: number[], jobId: string | null, initialState: DesktopState = 'available'): Promise<DesktopRow[]> {
     if (idxs.length === 0) return [];
     const pattern = parseNamePattern(pool.name_pattern);
     const replica = await this.replicaRef(pool.replica_id);
@@ -121,7 +124,7 @@ export class DesktopOps {
         clone_id: cloneRows[i].id,
         subsystem_id: sub.subsystem_id,
         nsid: ((idx - 1) % MAX_NAMESPACES_PER_SUBSYSTEM) + 1,
-        state: 'available' as DesktopState,
+        state: initialState,
         job_id: jobId,
       };
     });
@@ -159,7 +162,7 @@ export class DesktopOps {
       throw err;
     }
     this.stateEvents.push(pool.id, desktops.map((d) => ({ name: d.name, cloneId: d.clone_id, state: d.state })));
-    return desktops.map((d) => ({ ...d, undo_clone_id: null, undo_until: null, updated_at: new Date() }));
+    return desktops.map((d) => ({ ...d, undo_clone_id: null, undo_until: null, host_id: null, attached: false, error: null, power: null, updated_at: new Date() }));
   }
 
   /** Removes desktops: rows first (one transaction), then namespaces and clones in the data plane. */

@@ -23,6 +23,10 @@ export interface DesktopPoolDto {
   hostIds: string[];
   qos: { iops: number | null; bytesPerSecond: number | null };
   refreshGraceSeconds: number;
+  /** When a host reports the desktop's VM stopped (or its session ended), the clone is reset first. */
+  refreshOnLogoff: boolean;
+  /** The libvirt domain of each desktop on a libvirt host. */
+  vm: { vcpus: number; memoryMiB: number; network: string };
   state: string;
   error: string | null;
   desktops: Record<DesktopState, number> & { total: number };
@@ -40,6 +44,20 @@ export interface DesktopDto {
   state: string;
   uniqueBytes: number;
   undoUntil: string | null;
+  /** The hypervisor host it is placed on (hook hosts only), whether its attach hook ran, its VM power. */
+  hostId: string | null;
+  attached: boolean;
+  power: 'running' | 'stopped' | null;
+  /** Why it is failed (a hook's stderr). */
+  error: string | null;
+}
+
+export const DESKTOP_EVENTS = ['vm-started', 'vm-stopped', 'session-started', 'session-ended'] as const;
+export type DesktopEvent = (typeof DESKTOP_EVENTS)[number];
+
+export interface PoolSettingsInput {
+  refreshOnLogoff?: boolean;
+  vm?: { vcpus?: number; memoryMiB?: number; network?: string };
 }
 
 export class DesktopPoolService {
@@ -86,6 +104,8 @@ export class DesktopPoolService {
       hostIds: await ops.pools.hostIds(this.#db, pool.id),
       qos: { iops: pool.qos_iops, bytesPerSecond: pool.qos_bytes_per_second === null ? null : Number(pool.qos_bytes_per_second) },
       refreshGraceSeconds: pool.refresh_grace_seconds,
+      refreshOnLogoff: pool.refresh_on_logoff,
+      vm: { vcpus: pool.vm_vcpus, memoryMiB: pool.vm_memory_mib, network: pool.vm_network },
       state: pool.state,
       error: pool.error,
       desktops: byState,
@@ -126,6 +146,10 @@ export class DesktopPoolService {
       state: d.state,
       uniqueBytes: infos.get(d.clone_id)?.uniqueBytes ?? 0,
       undoUntil: d.undo_until ? new Date(d.undo_until).toISOString() : null,
+      hostId: d.host_id,
+      attached: d.attached,
+      power: d.power,
+      error: d.error,
     }));
   }
 
@@ -152,7 +176,7 @@ export class DesktopPoolService {
     hostIds: string[];
     qos?: { iops?: number | null; bytesPerSecond?: number | null };
     refreshGraceSeconds?: number;
-  }): Promise<{ pool: DesktopPoolDto; job: JobDto }> {
+  } & PoolSettingsInput): Promise<{ pool: DesktopPoolDto; job: JobDto }> {
     const pattern = parseNamePattern(input.namePattern);
     desktopName(pattern, input.size);
     const { pool, job } = await this.#db
@@ -176,6 +200,10 @@ export class DesktopPoolService {
           qos_iops: input.qos?.iops ?? null,
           qos_bytes_per_second: input.qos?.bytesPerSecond ?? null,
           refresh_grace_seconds: input.refreshGraceSeconds ?? 0,
+          refresh_on_logoff: input.refreshOnLogoff ?? false,
+          vm_vcpus: input.vm?.vcpus ?? 2,
+          vm_memory_mib: input.vm?.memoryMiB ?? 4096,
+          vm_network: input.vm?.network ?? 'default',
           state: 'provisioning',
         });
         await this.#ops.pools.setHosts(trx, pool.id, [...new Set(input.hostIds)]);
@@ -188,6 +216,26 @@ export class DesktopPoolService {
       });
     this.#ops.events.emit('desktop-pool.created', { poolId: pool.id, name: pool.name, size: input.size });
     return { pool: await this.#toDto(pool), job: this.#queued(job) };
+  }
+
+  /** PATCH: settings change at once; a new size queues a resize job. */
+  async patch(id: string, input: { size?: number; force?: boolean } & PoolSettingsInput): Promise<{ pool: DesktopPoolDto; job: JobDto | null }> {
+    if (input.refreshOnLogoff !== undefined || input.vm !== undefined) {
+      const pool = await this.#pool(id);
+      await this.#db
+        .updateTable('desktop_pools')
+        .set({
+          refresh_on_logoff: input.refreshOnLogoff ?? pool.refresh_on_logoff,
+          vm_vcpus: input.vm?.vcpus ?? pool.vm_vcpus,
+          vm_memory_mib: input.vm?.memoryMiB ?? pool.vm_memory_mib,
+          vm_network: input.vm?.network ?? pool.vm_network,
+        })
+        .where('id', '=', id)
+        .execute();
+      this.#ops.events.emit('desktop-pool.updated', { poolId: id, refreshOnLogoff: input.refreshOnLogoff, vm: input.vm });
+    }
+    if (input.size === undefined) return { pool: await this.get(id), job: null };
+    return this.resize(id, { size: input.size, force: input.force });
   }
 
   async resize(id: string, input: { size: number; force?: boolean }): Promise<{ pool: DesktopPoolDto; job: JobDto }> {
@@ -232,25 +280,63 @@ export class DesktopPoolService {
     return { job: this.#queued(job) };
   }
 
-  async delete(id: string): Promise<{ job: JobDto }> {
+  async delete(id: string, input: { force?: boolean } = {}): Promise<{ job: JobDto }> {
     const job = await this.#db.transaction().execute(async (trx) => {
       const pool = await this.#ops.pools.getForUpdate(trx, id);
       if (!pool) throw new AppError('DESKTOP_POOL_NOT_FOUND', `desktop pool ${id} does not exist`);
-      const job = await this.#queue(trx, id, POOL_JOB_KINDS.delete, {}, pool.size);
+      const job = await this.#queue(trx, id, POOL_JOB_KINDS.delete, input.force ? { force: true } : {}, pool.size);
       await this.#ops.pools.update(trx, id, { state: 'deleting' });
       return job;
     });
     return { job: this.#queued(job) };
   }
 
-  async setDesktopState(id: string, name: string, state: 'in-use' | 'available'): Promise<DesktopDto> {
+  /**
+   * Marks a desktop in use or available, or records what its host reports: VM power (`vm-started`,
+   * `vm-stopped`) and sessions (`session-started` → in use, `session-ended` → available). With the pool's
+   * refreshOnLogoff, a stopped VM or an ended session resets the clone before the desktop is available
+   * again (a running VM is powered off around the reset and started again). `callerHostId`: the request
+   * came with a host's token, which may only report desktops placed on that host.
+   */
+  async setDesktopState(id: string, name: string, input: { state?: 'in-use' | 'available'; event?: DesktopEvent }, callerHostId?: string): Promise<DesktopDto> {
+    const ops = this.#ops;
     const pool = await this.#pool(id);
-    const d = await this.#ops.pools.desktopByName(this.#db, pool.id, name);
+    const d = await ops.pools.desktopByName(this.#db, pool.id, name);
     if (!d) throw new AppError('DESKTOP_NOT_FOUND', `desktop pool ${pool.name} has no desktop "${name}"`);
+    if (callerHostId !== undefined && d.host_id !== callerHostId) throw new AppError('FORBIDDEN', `desktop "${name}" is not placed on the host whose token was used`);
     if (d.state === 'refreshing' || d.state === 'provisioning') throw new AppError('CONFLICT', `desktop "${name}" is ${d.state}`);
-    // The event joins the pool's 100 ms batch: a fleet of VMs reporting at once is a few messages.
-    await this.#ops.setStates(pool.id, [d], state);
-    return (await this.#desktopDtos(pool.id, [{ ...d, state }]))[0];
+    const event = input.event;
+    if (event === 'vm-started' || event === 'vm-stopped') {
+      await this.#db.updateTable('desktops').set({ power: event === 'vm-started' ? 'running' : 'stopped' }).where('id', '=', d.id).execute();
+      ops.events.emit('desktop.power', { poolId: pool.id, name, power: event === 'vm-started' ? 'running' : 'stopped', hostId: d.host_id });
+    }
+    if (pool.refresh_on_logoff && (event === 'vm-stopped' || event === 'session-ended')) {
+      await this.#resetOnLogoff(pool, d, event === 'session-ended');
+    } else {
+      const next = event === undefined ? input.state! : event === 'session-started' ? 'in-use' : event === 'session-ended' || (event === 'vm-stopped' && d.state === 'in-use') ? 'available' : d.state;
+      if (next !== d.state) await ops.setStates(pool.id, [d], next);
+    }
+    // State events join the pool's 100 ms batch: a fleet of VMs reporting at once is a few messages.
+    const now = (await ops.pools.desktopByName(this.#db, pool.id, name)) ?? d;
+    return (await this.#desktopDtos(pool.id, [now]))[0];
+  }
+
+  async #resetOnLogoff(pool: DesktopPoolRow, d: DesktopRow, vmMayRun: boolean): Promise<void> {
+    const ops = this.#ops;
+    await ops.setStates(pool.id, [d], 'refreshing');
+    const reset = async (list: DesktopRow[]): Promise<Set<string>> => {
+      if (list.length === 0) return new Set();
+      const results = await ops.dataplane.call('resetClones', { ids: list.map((x) => x.clone_id) });
+      const failed = new Set(results.filter((r) => r.error).map((r) => r.id));
+      const ok = list.map((x) => x.clone_id).filter((c) => !failed.has(c));
+      if (ok.length) await this.#db.updateTable('clones').set({ unique_bytes: 0 }).where('id', 'in', ok).execute();
+      return failed;
+    };
+    // A stopped VM needs nothing around the reset; a VM whose session ended is powered off and on again.
+    const failed = vmMayRun && ops.hooks ? await ops.hooks.aroundReset(pool, [d], reset) : new Map([...(await reset([d]))].map((c) => [c, 'reset failed']));
+    const ok = !failed.has(d.clone_id);
+    await ops.setStates(pool.id, [d], ok ? 'available' : 'failed');
+    ops.events.emit('desktop.refreshed-on-logoff', { poolId: pool.id, name: d.name, ok, error: failed.get(d.clone_id) });
   }
 
   /** Brings back the clone a refresh replaced, if its grace period has not ended. */

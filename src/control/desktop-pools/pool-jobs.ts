@@ -38,20 +38,28 @@ export class ResizePoolJob implements JobHandler {
     const pool = await loadPool(ops, ctx.job);
     const target = Number(ctx.job.payload.size);
     const force = ctx.job.payload.force === true;
+    const hooks = ops.hooks && (await ops.hooks.hookHosts(pool.id)).length > 0 ? ops.hooks : undefined;
     let desktops = await ops.pools.desktops(ops.db, pool.id);
     if (desktops.length < target) {
       const have = new Set(desktops.map((d) => d.idx));
       const idxs: number[] = [];
       for (let i = 1; idxs.length < target - desktops.length && i < 10_000_000; i++) if (!have.has(i)) idxs.push(i);
+      if (hooks) {
+        const free = await hooks.freeCapacity(pool.id);
+        if (free < idxs.length) throw new JobFailure('HOSTS_FULL', `the pool's hosts have room for ${free} more desktop(s), not ${idxs.length} (maxDesktops)`);
+      }
       const total = idxs.length;
       let done = 0;
-      ctx.progress(0, total, 'creating');
+      ctx.progress(0, total, 'clones');
       for (const batch of chunks(idxs, BATCH_DESKTOPS)) {
         ctx.throwIfCancelled();
-        await ops.createDesktops(pool, batch, ctx.job.id);
+        // With hook hosts a desktop is provisioning until its attach hook has run.
+        await ops.createDesktops(pool, batch, ctx.job.id, hooks ? 'provisioning' : 'available');
         done += batch.length;
-        ctx.progress(done, total, 'creating');
+        ctx.progress(done, total, 'clones');
       }
+      const exported = await ops.db.selectFrom('desktops').innerJoin('namespaces', 'namespaces.clone_id', 'desktops.clone_id').select(sql<number>`count(*)::int4`.as('n')).where('desktops.job_id', '=', ctx.job.id).executeTakeFirst();
+      ctx.progress(Number(exported?.n ?? 0), total, 'exports');
     } else if (desktops.length > target) {
       // Available desktops go first (newest first), then the others; in-use ones only when forced.
       const rank = (d: DesktopRow) => (d.state === 'available' ? 0 : d.state === 'failed' ? 1 : d.state === 'refreshing' || d.state === 'provisioning' ? 2 : 3);
@@ -59,19 +67,51 @@ export class ResizePoolJob implements JobHandler {
       const remove = candidates.slice(0, desktops.length - target);
       const total = remove.length;
       let done = 0;
+      let kept = 0;
       ctx.progress(0, total, 'removing');
-      for (const batch of chunks(remove, BATCH_DESKTOPS)) {
+      for (let batch of chunks(remove, BATCH_DESKTOPS)) {
         ctx.throwIfCancelled();
+        if (hooks) {
+          // Detach hooks run first; a desktop whose detach failed stays (failed) unless forced.
+          const stuck = (await hooks.detach(pool, batch)).filter((r) => !r.outcome.ok);
+          for (const r of stuck) ctx.result({ item: r.desktop.name, status: force ? 'skipped' : 'failed', error: `detach: ${r.outcome.ok ? '' : r.outcome.error}` });
+          if (!force && stuck.length) {
+            const ids = new Set(stuck.map((r) => r.desktop.id));
+            await ops.setStates(pool.id, batch.filter((d) => ids.has(d.id)), 'failed');
+            batch = batch.filter((d) => !ids.has(d.id));
+            kept += ids.size;
+          }
+        }
         await ops.removeDesktops(pool.id, batch);
         done += batch.length;
         ctx.progress(done, total, 'removing');
       }
+      if (kept) throw new JobFailure('DETACH_FAILED', `${kept} desktop(s) could not be detached from their hosts and were kept; see the job's results`);
       if (remove.length < desktops.length - target) {
         ctx.result({ item: pool.id, status: 'skipped', error: `${desktops.length - target - remove.length} desktop(s) in use were kept` });
       }
     }
+    let attachFailures = 0;
+    if (hooks) {
+      // Also picks up desktops of an earlier run that crashed between creating and attaching them.
+      let pending = (await ops.pools.desktops(ops.db, pool.id)).filter((d) => d.state === 'provisioning' && !d.attached);
+      pending = await hooks.place(pool, pending);
+      let done = 0;
+      ctx.progress(0, pending.length, 'attach');
+      for (const batch of chunks(pending, BATCH_DESKTOPS)) {
+        ctx.throwIfCancelled();
+        const results = await hooks.attach(pool, batch, () => ctx.progress(++done, pending.length, 'attach'));
+        for (const r of results) {
+          if (r.outcome.ok) ctx.result({ item: r.desktop.name, status: 'succeeded' });
+          else {
+            attachFailures++;
+            ctx.result({ item: r.desktop.name, status: 'failed', error: `${r.outcome.code}: ${r.outcome.error}` });
+          }
+        }
+      }
+    }
     desktops = await ops.pools.desktops(ops.db, pool.id);
-    await ops.pools.update(ops.db, pool.id, { state: 'ready', size: desktops.length, error: null });
+    await ops.pools.update(ops.db, pool.id, { state: 'ready', size: desktops.length, error: attachFailures ? `${attachFailures} desktop(s) failed to attach; see the job's results` : null });
     ops.stateEvents.flush();
     ops.events.emit('desktop-pool.ready', { poolId: pool.id, size: desktops.length });
   }
@@ -82,11 +122,17 @@ export class ResizePoolJob implements JobHandler {
     if (!pool) return;
     // What this job created goes away again; what existed before stays.
     const created = (await ops.pools.desktops(ops.db, pool.id)).filter((d) => d.job_id === job.id);
-    for (const batch of chunks(created, BATCH_DESKTOPS)) await ops.removeDesktops(pool.id, batch);
+    const stuck: string[] = [];
+    for (const batch of chunks(created, BATCH_DESKTOPS)) {
+      if (ops.hooks) for (const r of await ops.hooks.detach(pool, batch)) if (!r.outcome.ok) stuck.push(`${r.desktop.name}: ${r.outcome.error}`);
+      await ops.removeDesktops(pool.id, batch);
+    }
     const left = (await ops.pools.desktops(ops.db, pool.id)).length;
     const firstRun = pool.state === 'provisioning';
     await ops.pools.update(ops.db, pool.id, { state: firstRun ? 'failed' : 'ready', size: left, error: `${reason.code}: ${reason.message}` });
     ops.stateEvents.flush();
+    // The rows are gone either way; what a host still holds is reported as the rollback's error.
+    if (stuck.length) throw new Error(`detach failed on hosts for ${stuck.length} desktop(s): ${stuck.slice(0, 10).join('; ')}`);
   }
 }
 
@@ -139,9 +185,10 @@ abstract class ResetPoolJob implements JobHandler {
       ctx.throwIfCancelled();
       const previous = new Map(batch.map((d) => [d.id, d.state]));
       await ops.setStates(pool.id, batch, 'refreshing');
-      let failed: Set<string>;
-      if (grace > 0) failed = await this.#replaceClones(pool, batch, replica, grace);
-      else failed = await this.#resetInPlace(batch, replica, isRecompose);
+      const reset = (list: DesktopRow[]) => (grace > 0 ? this.#replaceClones(pool, list, replica, grace) : this.#resetInPlace(list, replica, isRecompose));
+      // On hook hosts the desktops' VMs are powered off around the reset (and started again if they ran).
+      const why = ops.hooks ? await ops.hooks.aroundReset(pool, batch, reset) : new Map([...(await reset(batch))].map((id) => [id, 'reset failed']));
+      const failed = new Set(why.keys());
       const ok = batch.filter((d) => !failed.has(d.clone_id));
       const bad = batch.filter((d) => failed.has(d.clone_id));
       // Forced in-use desktops stay in use (their VM is restarted by the hook); the rest become available.
@@ -150,7 +197,7 @@ abstract class ResetPoolJob implements JobHandler {
       await ops.setStates(pool.id, stillInUse, 'in-use');
       await ops.setStates(pool.id, bad, 'failed');
       for (const d of ok) ctx.result({ item: d.name, status: 'succeeded' });
-      for (const d of bad) ctx.result({ item: d.name, status: 'failed', error: 'reset failed' });
+      for (const d of bad) ctx.result({ item: d.name, status: 'failed', error: why.get(d.clone_id) ?? 'reset failed' });
       done += batch.length;
       ctx.progress(done, total, 'resetting');
     }
@@ -161,6 +208,7 @@ abstract class ResetPoolJob implements JobHandler {
 
   async #resetInPlace(batch: DesktopRow[], replica: { id: string; path: string; sizeBytes: number }, recompose: boolean): Promise<Set<string>> {
     const ops = this.ops;
+    if (batch.length === 0) return new Set();
     const ids = batch.map((d) => d.clone_id);
     const results = recompose
       ? await ops.dataplane.call('recomposeClones', { ids, replica: { id: replica.id, path: replica.path, sizeBytes: replica.sizeBytes } })
@@ -252,6 +300,24 @@ export class DeletePoolJob implements JobHandler {
     if (!pool) return; // finished before a crash
     const desktops = await ops.pools.desktops(ops.db, poolId);
     const subs = await ops.pools.subsystems(ops.db, poolId);
+    if (ops.hooks && desktops.some((d) => d.attached)) {
+      // Detach hooks first: hosts let go of the namespaces (and destroy the VMs) before they vanish.
+      const attached = desktops.filter((d) => d.attached);
+      let done = 0;
+      ctx.progress(0, attached.length, 'detach');
+      const stuck: Array<{ desktop: string; error: string }> = [];
+      for (const batch of chunks(attached, BATCH_DESKTOPS)) {
+        ctx.throwIfCancelled();
+        for (const r of await ops.hooks.detach(pool, batch)) {
+          if (!r.outcome.ok) stuck.push({ desktop: r.desktop.name, error: r.outcome.error });
+          ctx.progress(++done, attached.length, 'detach');
+        }
+      }
+      for (const s of stuck) ctx.result({ item: s.desktop, status: ctx.job.payload.force === true ? 'skipped' : 'failed', error: `detach: ${s.error}` });
+      if (stuck.length && ctx.job.payload.force !== true) {
+        throw new JobFailure('DETACH_FAILED', `${stuck.length} desktop(s) could not be detached from their hosts; fix the hosts and delete again, or delete with force=true`, { desktops: stuck.slice(0, 100) });
+      }
+    }
     ctx.progress(0, desktops.length, 'deleting');
     const cloneIds = desktops.flatMap((d) => (d.undo_clone_id ? [d.clone_id, d.undo_clone_id] : [d.clone_id]));
     await ops.db.transaction().execute(async (trx) => {
@@ -271,7 +337,11 @@ export class DeletePoolJob implements JobHandler {
     ops.events.emit('desktop-pool.deleted', { poolId });
   }
 
-  async rollback(): Promise<void> {
+  async rollback(job: JobRow, reason: { code: string; message: string }): Promise<void> {
     // The rows go in one transaction; after it the data-plane steps are idempotent and rerun on resume.
+    // A delete stopped before it (a detach failed, or a cancel) leaves the pool usable again.
+    const ops = this.#ops;
+    const pool = await ops.pools.get(ops.db, job.resource_id!);
+    if (pool) await ops.pools.update(ops.db, pool.id, { state: 'ready', error: `delete: ${reason.code}: ${reason.message}` });
   }
 }

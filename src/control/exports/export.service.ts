@@ -1,9 +1,15 @@
 // Hosts, subsystems and namespaces: which clone is served to which host under which NQN. Rows are the
 // truth; the target in the data plane is told of every change and rebuilt from the rows at start-up.
 import { randomUUID } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import ssh2 from 'ssh2';
 import type { Kysely } from 'kysely';
 import type { DataplaneClient } from '../../dataplane/client.ts';
-import type { Database, HostRow, NamespaceRow, SubsystemRow } from '../../db/schema.ts';
+import type { Database, HookType, HostRow, NamespaceRow, SubsystemRow } from '../../db/schema.ts';
+import type { HookRunner, ProbeReport } from '../../hooks/hook-runner.ts';
+import type { SecretBox } from '../../hooks/secret-box.ts';
+import { HostKeyError, SshConnectError } from '../../hooks/ssh-session.ts';
 import { CloneRepository } from '../../db/repositories/clone.repository.ts';
 import { isUniqueViolation } from '../../db/repositories/executor.ts';
 import { HostRepository, SubsystemRepository } from '../../db/repositories/export.repository.ts';
@@ -18,8 +24,22 @@ export interface HostDto {
   id: string;
   name: string;
   nqn: string;
+  /** How Thicket logs in to run hooks; null for a plain NVMe host. The private key is never returned. */
+  ssh: { address: string; port: number; username: string; privateKey: 'stored' | null; privateKeyPath: string | null } | null;
+  hookType: HookType | null;
+  /** The pinned host key, "SHA256:…"; null until trusted. */
+  hostKeyFingerprint: string | null;
+  maxDesktops: number | null;
   createdAt: string;
   subsystems?: Array<{ id: string; name: string; nqn: string }>;
+}
+
+export interface CreateHostInput {
+  name: string;
+  nqn: string;
+  ssh?: { address: string; port?: number; username: string; privateKey?: string; privateKeyPath?: string };
+  hookType?: HookType;
+  maxDesktops?: number | null;
 }
 
 export interface NamespaceDto {
@@ -42,7 +62,27 @@ export interface SubsystemDto {
 const iso = (d: Date | string) => new Date(d).toISOString();
 
 function hostDto(h: HostRow): HostDto {
-  return { id: h.id, name: h.name, nqn: h.nqn, createdAt: iso(h.created_at) };
+  return {
+    id: h.id,
+    name: h.name,
+    nqn: h.nqn,
+    ssh: h.ssh_address
+      ? { address: h.ssh_address, port: h.ssh_port!, username: h.ssh_username!, privateKey: h.ssh_private_key_enc ? 'stored' : null, privateKeyPath: h.ssh_private_key_path }
+      : null,
+    hookType: h.hook_type,
+    hostKeyFingerprint: h.host_key_fingerprint,
+    maxDesktops: h.max_desktops,
+    createdAt: iso(h.created_at),
+  };
+}
+
+/** A private key ssh2 can sign with (OpenSSH or PEM, not passphrase-protected). */
+function privateKeyProblem(text: string): string | undefined {
+  const parsed = ssh2.utils.parseKey(text);
+  const key = Array.isArray(parsed) ? parsed[0] : parsed;
+  if (key instanceof Error) return key.message;
+  if (!key || !key.isPrivateKey()) return 'is a public key, not a private key';
+  return undefined;
 }
 
 function namespaceDto(n: NamespaceRow): NamespaceDto {
@@ -61,12 +101,18 @@ export class ExportService {
   #hosts = new HostRepository();
   #subsystems = new SubsystemRepository();
   #clones = new CloneRepository();
+  #hooks: { secrets: SecretBox; runner: HookRunner } | undefined;
 
   constructor(db: Kysely<Database>, events: EventBus, dataplane: DataplaneClient, nqnPrefix: string) {
     this.#db = db;
     this.#events = events;
     this.#dataplane = dataplane;
     this.#nqnPrefix = nqnPrefix;
+  }
+
+  /** Enables hosts with SSH hooks (keys are encrypted with `secrets`, probes run through `runner`). */
+  attachHooks(secrets: SecretBox, runner: HookRunner): void {
+    this.#hooks = { secrets, runner };
   }
 
   // ---- hosts ----
@@ -81,11 +127,12 @@ export class ExportService {
     return { ...hostDto(h), subsystems: await this.#hosts.subsystemsOf(this.#db, id) };
   }
 
-  async createHost(input: { name: string; nqn: string }): Promise<HostDto> {
+  async createHost(input: CreateHostInput): Promise<HostDto> {
     const problem = nqnProblem(input.nqn);
     if (problem) throw new AppError('VALIDATION_FAILED', `nqn: ${problem}`, { field: 'nqn' });
+    const ssh = await this.#sshColumns(input);
     try {
-      const h = await this.#hosts.insert(this.#db, { id: randomUUID(), name: input.name, nqn: input.nqn });
+      const h = await this.#hosts.insert(this.#db, { id: randomUUID(), name: input.name, nqn: input.nqn, ...ssh, max_desktops: input.maxDesktops ?? null });
       this.#events.emit('host.created', { hostId: h.id, name: h.name, nqn: h.nqn });
       return hostDto(h);
     } catch (err) {
@@ -94,16 +141,82 @@ export class ExportService {
     }
   }
 
+  async #sshColumns(input: CreateHostInput) {
+    if (!input.ssh) {
+      if (input.hookType) throw new AppError('VALIDATION_FAILED', 'hookType: needs ssh settings to run hooks', { field: 'hookType' });
+      return {};
+    }
+    if (!this.#hooks) throw new AppError('VALIDATION_FAILED', 'ssh: hooks are not enabled on this node');
+    const { ssh } = input;
+    let enc: string | null = null;
+    let keyPath: string | null = null;
+    if (ssh.privateKey !== undefined) {
+      const why = privateKeyProblem(ssh.privateKey);
+      if (why) throw new AppError('VALIDATION_FAILED', `ssh.privateKey: not a usable private key (${why}; passphrase-protected keys are not supported)`, { field: 'ssh.privateKey' });
+      enc = this.#hooks.secrets.encrypt(ssh.privateKey);
+    } else {
+      keyPath = ssh.privateKeyPath!;
+      if (!path.isAbsolute(keyPath)) throw new AppError('VALIDATION_FAILED', 'ssh.privateKeyPath: must be an absolute path on the Thicket node', { field: 'ssh.privateKeyPath' });
+      let text: string;
+      try {
+        text = await readFile(keyPath, 'utf8');
+      } catch (err) {
+        throw new AppError('VALIDATION_FAILED', `ssh.privateKeyPath: cannot read ${keyPath}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { field: 'ssh.privateKeyPath' });
+      }
+      const why = privateKeyProblem(text);
+      if (why) throw new AppError('VALIDATION_FAILED', `ssh.privateKeyPath: ${keyPath} is not a usable private key (${why})`, { field: 'ssh.privateKeyPath' });
+    }
+    return {
+      ssh_address: ssh.address,
+      ssh_port: ssh.port ?? 22,
+      ssh_username: ssh.username,
+      ssh_private_key_enc: enc,
+      ssh_private_key_path: keyPath,
+      hook_type: input.hookType ?? 'linux-nvme',
+    };
+  }
+
+  async #sshHost(id: string): Promise<HostRow> {
+    const h = await this.#hosts.get(this.#db, id);
+    if (!h) throw new AppError('HOST_NOT_FOUND', `host ${id} does not exist`);
+    if (!h.ssh_address || !this.#hooks) throw new AppError('HOST_HAS_NO_SSH', `host "${h.name}" has no SSH settings; it is a plain NVMe host`);
+    return h;
+  }
+
+  /** Logs in to the host and reports its key, NQN and tools (the key need not be pinned yet). */
+  async testHost(id: string): Promise<ProbeReport> {
+    const h = await this.#sshHost(id);
+    try {
+      return await this.#hooks!.runner.probe(h);
+    } catch (err) {
+      if (err instanceof HostKeyError) throw new AppError(err.code, err.message, { presented: err.presented, pinned: err.pinned });
+      if (err instanceof SshConnectError) throw new AppError('HOST_UNREACHABLE', err.message);
+      throw err;
+    }
+  }
+
+  /** Pins the host key that hooks must see from now on. */
+  async trustHost(id: string, fingerprint: string): Promise<HostDto> {
+    await this.#sshHost(id);
+    const h = (await this.#hosts.pinHostKey(this.#db, id, fingerprint))!;
+    this.#hooks!.runner.forget(id);
+    this.#events.emit('host.trusted', { hostId: id, fingerprint });
+    return hostDto(h);
+  }
+
   async deleteHost(id: string): Promise<void> {
     await this.#db.transaction().execute(async (trx) => {
       const h = await this.#hosts.get(trx, id);
       if (!h) throw new AppError('HOST_NOT_FOUND', `host ${id} does not exist`);
+      const placed = (await this.#hosts.desktopCounts(trx, [id])).get(id) ?? 0;
+      if (placed > 0) throw new AppError('HOST_IN_USE', `host "${h.name}" runs ${placed} desktop(s); remove them first`, { desktops: placed });
       const subs = await this.#hosts.subsystemsOf(trx, id);
       if (subs.length > 0) {
         throw new AppError('HOST_IN_USE', `host "${h.name}" is allowed in ${subs.length} subsystem(s); disallow it first`, { subsystems: subs });
       }
       await this.#hosts.delete(trx, id);
     });
+    this.#hooks?.runner.forget(id);
     this.#events.emit('host.deleted', { hostId: id });
   }
 

@@ -14,7 +14,11 @@ export class DesktopPoolRepository {
   getForUpdate(db: Executor, id: string): Promise<DesktopPoolRow | undefined> {
     return db.selectFrom('desktop_pools').selectAll().where('id', '=', id).forUpdate().executeTakeFirst();
   }
-  insert(db: Executor, row: Omit<DesktopPoolRow, 'created_at' | 'updated_at' | 'error' | 'refresh_grace_seconds'> & { refresh_grace_seconds?: number }): Promise<DesktopPoolRow> {
+  insert(
+    db: Executor,
+    row: Omit<DesktopPoolRow, 'created_at' | 'updated_at' | 'error' | 'refresh_grace_seconds' | 'refresh_on_logoff' | 'vm_vcpus' | 'vm_memory_mib' | 'vm_network'> &
+      Partial<Pick<DesktopPoolRow, 'refresh_grace_seconds' | 'refresh_on_logoff' | 'vm_vcpus' | 'vm_memory_mib' | 'vm_network'>>,
+  ): Promise<DesktopPoolRow> {
     return db.insertInto('desktop_pools').values({ ...row, error: null }).returningAll().executeTakeFirstOrThrow();
   }
   async update(db: Executor, id: string, set: Partial<Pick<DesktopPoolRow, 'state' | 'error' | 'size' | 'replica_id'>>): Promise<void> {

@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
-import type { HostRow, NamespaceRow, SubsystemRow } from '../schema.ts';
+import type { Insertable } from 'kysely';
+import type { HostRow, HostsTable, NamespaceRow, SubsystemRow } from '../schema.ts';
 import type { Executor } from './executor.ts';
 
 export class HostRepository {
@@ -13,8 +14,17 @@ export class HostRepository {
     if (ids.length === 0) return Promise.resolve([]);
     return db.selectFrom('hosts').selectAll().where('id', 'in', ids).execute();
   }
-  insert(db: Executor, row: { id: string; name: string; nqn: string }): Promise<HostRow> {
+  insert(db: Executor, row: Insertable<HostsTable>): Promise<HostRow> {
     return db.insertInto('hosts').values(row).returningAll().executeTakeFirstOrThrow();
+  }
+  async pinHostKey(db: Executor, id: string, fingerprint: string | null): Promise<HostRow | undefined> {
+    return db.updateTable('hosts').set({ host_key_fingerprint: fingerprint }).where('id', '=', id).returningAll().executeTakeFirst();
+  }
+  /** Desktops placed on each of the given hosts, over all pools. */
+  async desktopCounts(db: Executor, hostIds: string[]): Promise<Map<string, number>> {
+    if (hostIds.length === 0) return new Map();
+    const rows = await db.selectFrom('desktops').select(['host_id', sql<number>`count(*)::int4`.as('n')]).where('host_id', 'in', hostIds).groupBy('host_id').execute();
+    return new Map(rows.map((r) => [r.host_id!, Number(r.n)]));
   }
   async delete(db: Executor, id: string): Promise<boolean> {
     const r = await db.deleteFrom('hosts').where('id', '=', id).executeTakeFirst();

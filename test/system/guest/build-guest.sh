@@ -31,7 +31,7 @@ exec 9>"$cache/.lock"
 flock -w 1200 9 || { log "timed out waiting for $cache/.lock"; exit 1; }
 
 # --- host tools -------------------------------------------------------------------------------------
-host_pkgs=(qemu-system-x86 fio nvme-cli kmod cpio e2fsprogs util-linux)
+host_pkgs=(qemu-system-x86 fio nvme-cli kmod cpio e2fsprogs util-linux dropbear-bin)
 apt_updated=0
 apt_update_once() {
   if [[ $apt_updated == 0 ]]; then
@@ -87,6 +87,7 @@ libnvme1=$(installed libnvme1 2>/dev/null || true)
 e2fsprogs=$(installed e2fsprogs)
 util-linux=$(installed util-linux)
 kmod=$(installed kmod)
+dropbear-bin=$(installed dropbear-bin)
 libc6=$(installed libc6)
 script=$(sha256sum "$self" | cut -c1-16)"
 key="$(printf '%s\n' "$manifest" | sha256sum | cut -c1-16)"
@@ -174,7 +175,7 @@ put_bin() {
   done
   echo "$bin"
 }
-for tool in bash dd nvme fio kmod mke2fs e2fsck tune2fs dumpe2fs debugfs resize2fs blkdiscard lsblk blockdev wipefs fstrim; do
+for tool in bash dd nvme fio kmod mke2fs e2fsck tune2fs dumpe2fs debugfs resize2fs blkdiscard lsblk blockdev wipefs fstrim flock dropbear dropbearkey; do
   put_bin "$tool" >/dev/null
 done
 for m in modprobe insmod rmmod lsmod modinfo depmod; do ln -sf ../bin/kmod "$root/usr/sbin/$m"; done
@@ -182,7 +183,7 @@ for m in mkfs.ext2 mkfs.ext3 mkfs.ext4; do ln -sf mke2fs "$root/usr/sbin/$m"; do
 for m in fsck.ext2 fsck.ext3 fsck.ext4; do ln -sf e2fsck "$root/usr/sbin/$m"; done
 # Commands from the tests run under bash, whose PATH (/usr/sbin first) finds these tools before
 # busybox's applets of the same names. (busybox sh would run its own applets whatever PATH says.)
-for t in blkdiscard blockdev fstrim mke2fs wipefs modprobe insmod rmmod lsmod modinfo depmod; do
+for t in blkdiscard blockdev fstrim mke2fs wipefs modprobe insmod rmmod lsmod modinfo depmod flock; do
   [[ -e "$root/usr/sbin/$t" || -L "$root/usr/sbin/$t" ]] && rm -f "$root/usr/bin/$t"
 done
 put /etc/mke2fs.conf
@@ -193,6 +194,7 @@ EOF
 cat >"$root/etc/group" <<'EOF'
 root:x:0:
 EOF
+echo "/bin/sh" >"$root/etc/shells"
 echo "thicket-guest" >"$root/etc/hostname"
 echo "127.0.0.1 localhost thicket-guest" >"$root/etc/hosts"
 
@@ -246,9 +248,10 @@ done
 
 mount -t configfs configfs /sys/kernel/config || say "cannot mount configfs"
 
-hostnqn=""; hostid=""; agent_tty=/dev/ttyS1
+hostnqn=""; hostid=""; agent_tty=/dev/ttyS1; sshkey=""
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
+    thicket.sshkey=*) sshkey="${arg#thicket.sshkey=}" ;;
     thicket.hostnqn=*) hostnqn="${arg#thicket.hostnqn=}" ;;
     thicket.hostid=*) hostid="${arg#thicket.hostid=}" ;;
     thicket.agent=*) agent_tty="/dev/${arg#thicket.agent=}" ;;
@@ -276,6 +279,17 @@ if [ -n "$dev" ]; then
   say "network on $dev"
 else
   say "no network interface"
+fi
+
+# An SSH server (dropbear) for hook tests when the kernel command line carries an authorized key
+# (thicket.sshkey=<base64 of an OpenSSH public key line>); QEMU forwards a host loopback port to it.
+if [ -n "$sshkey" ]; then
+  mkdir -p /root/.ssh /etc/dropbear /var/log
+  chmod 700 /root /root/.ssh
+  echo "$sshkey" | base64 -d >/root/.ssh/authorized_keys
+  chmod 600 /root/.ssh/authorized_keys
+  dropbearkey -t ed25519 -f /etc/dropbear/dropbear_ed25519_host_key >/dev/null 2>&1
+  dropbear -s -r /etc/dropbear/dropbear_ed25519_host_key -p 22 && say "dropbear listening on 22" || say "dropbear failed"
 fi
 
 # The agent, on a virtio-serial port (thicket.agent=vport) or ttyS1. Requests are one line each:

@@ -63,6 +63,8 @@ export interface GuestOptions {
   agentPort?: 'virtio' | 'serial';
   /** The QEMU process is killed after this long whatever happens (a stray guest never outlives it); default 2 h. */
   maxLifetimeMs?: number;
+  /** Runs dropbear on the guest's port 22, forwarded from 127.0.0.1:<sshPort>, accepting this OpenSSH public key for root. */
+  ssh?: { port: number; authorizedKey: string };
 }
 
 export interface RunResult {
@@ -286,6 +288,7 @@ export class Guest {
       `thicket.hostnqn=${options.hostNqn}`,
       `thicket.hostid=${hostId}`,
       ...(virtio ? ['thicket.agent=vport'] : []),
+      ...(options.ssh ? [`thicket.sshkey=${Buffer.from(options.ssh.authorizedKey.trim()).toString('base64')}`] : []),
       ...(options.kernelArgs ?? []),
     ].join(' ');
     const args = [
@@ -299,7 +302,7 @@ export class Guest {
       '-initrd', image.initrd,
       '-append', append,
       '-no-reboot',
-      '-netdev', 'user,id=n0',
+      '-netdev', options.ssh ? `user,id=n0,hostfwd=tcp:127.0.0.1:${options.ssh.port}-:22` : 'user,id=n0',
       '-device', 'virtio-net-pci,netdev=n0,romfile=',
       '-serial', `file:${path.join(dir, 'console.log')}`,
       ...(virtio
