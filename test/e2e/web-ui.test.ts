@@ -7,6 +7,7 @@ import path from 'node:path';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launchChromium, screenshot, watchPageErrors } from '../helpers/browser.ts';
+import { startSshd } from '../helpers/sshd.ts';
 import { freePort } from '../helpers/thicket-process.ts';
 import { startTestThicket, type TestThicket } from '../helpers/thicket.ts';
 
@@ -146,7 +147,7 @@ describe('web UI in Chromium', () => {
 
   it('shows hosts and jobs pages: adds and removes a host, lists jobs with their results', async () => {
     await page.getByRole('link', { name: 'Hosts' }).click();
-    await page.getByLabel('Name').fill('hv-01');
+    await page.getByLabel('Name', { exact: true }).fill('hv-01');
     await page.getByLabel('Host NQN').fill('nqn.2014-08.org.nvmexpress:uuid:11111111-2222-3333-4444-555555555555');
     await page.getByRole('button', { name: 'Add host' }).click();
     await expect.poll(() => page.getByRole('cell', { name: 'hv-01', exact: true }).isVisible()).toBe(true);
@@ -154,6 +155,30 @@ describe('web UI in Chromium', () => {
     await page.getByRole('button', { name: 'Remove host hv-01' }).click();
     await page.getByRole('dialog').getByRole('button', { name: 'Remove host' }).click();
     await expect.poll(() => page.getByRole('cell', { name: 'hv-01', exact: true }).count()).toBe(0);
+    // A hypervisor reached over SSH: the key is tested, its fingerprint shown and then pinned.
+    const sshd = await startSshd();
+    try {
+      await page.getByLabel('Name', { exact: true }).fill('hv-ssh');
+      await page.getByLabel('Host NQN').fill('nqn.2014-08.org.nvmexpress:uuid:11111111-2222-3333-4444-666666666666');
+      await page.getByLabel('Hook type').selectOption('linux-nvme');
+      await page.getByLabel('SSH address').fill(sshd.address);
+      await page.getByLabel('SSH port').fill(String(sshd.port));
+      await page.getByLabel('SSH user').fill(sshd.username);
+      await page.getByLabel('Private key').fill(sshd.clientKey);
+      await page.getByRole('button', { name: 'Add host' }).click();
+      await expect.poll(() => page.getByRole('cell', { name: 'not pinned' }).count()).toBe(1);
+      await page.getByRole('button', { name: 'Test host hv-ssh' }).click();
+      const report = page.getByRole('region', { name: 'Test of hv-ssh' });
+      await expect.poll(() => report.textContent(), { timeout: 20_000 }).toContain(sshd.hostKeyFingerprint);
+      await screenshot(page, '11b-host-test');
+      await report.getByRole('button', { name: 'Trust this key' }).click();
+      await expect.poll(() => page.getByRole('cell', { name: sshd.hostKeyFingerprint }).count()).toBe(1);
+      await page.getByRole('button', { name: 'Remove host hv-ssh' }).click();
+      await page.getByRole('dialog').getByRole('button', { name: 'Remove host' }).click();
+      await expect.poll(() => page.getByRole('cell', { name: 'hv-ssh', exact: true }).count()).toBe(0);
+    } finally {
+      await sshd.stop();
+    }
     await page.getByRole('link', { name: 'Jobs' }).click();
     await expect.poll(() => page.getByRole('cell', { name: 'desktop-pool.refresh' }).count()).toBeGreaterThan(0);
     await screenshot(page, '12-jobs');

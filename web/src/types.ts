@@ -91,7 +91,21 @@ export interface Host {
   id: string;
   name: string;
   nqn: string;
+  ssh: { address: string; port: number; username: string; privateKey: 'stored' | null; privateKeyPath: string | null } | null;
+  hookType: 'linux-nvme' | 'libvirt' | null;
+  hostKeyFingerprint: string | null;
+  maxDesktops: number | null;
   createdAt: string;
+}
+
+export interface HostProbe {
+  hostKey: { fingerprint: string; type: string; pinned: boolean; matches: boolean | null };
+  nqn: string | null;
+  nqnMatches: boolean;
+  nvmeCli: boolean;
+  nvmeTcp: boolean;
+  virsh: boolean | null;
+  kernel: string | null;
 }
 
 export interface JobItemResult {

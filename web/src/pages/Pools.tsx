@@ -27,6 +27,7 @@ function CreatePool(props: { replicas: Replica[]; storagePools: StoragePool[]; h
   const [size, setSize] = useState('10');
   const [pattern, setPattern] = useState('desktop-{n:000}');
   const [hostIds, setHostIds] = useState<string[]>([]);
+  const [refreshOnLogoff, setRefreshOnLogoff] = useState(false);
   const action = useAction();
   const n = Number(size);
   const preview = useMemo(() => previewNames(pattern, Number.isInteger(n) ? n : 0), [pattern, n]);
@@ -49,6 +50,7 @@ function CreatePool(props: { replicas: Replica[]; storagePools: StoragePool[]; h
             size: n,
             namePattern: pattern.trim(),
             hostIds,
+            ...(refreshOnLogoff ? { refreshOnLogoff: true } : {}),
           });
           navigate(`/pools/${created.pool.id}`);
         });
@@ -99,6 +101,9 @@ function CreatePool(props: { replicas: Replica[]; storagePools: StoragePool[]; h
             ))}
           </select>
         </Field>
+        <label class="check">
+          <input type="checkbox" name="refreshOnLogoff" checked={refreshOnLogoff} onChange={(e) => setRefreshOnLogoff(e.currentTarget.checked)} /> Refresh on logoff
+        </label>
       </div>
       <p id="name-preview" class="preview" aria-live="polite">
         {preview.error ? <span class="invalid">Name pattern: {preview.error}</span> : preview.names.length ? <>Desktops will be named {preview.names.join(', ')}</> : 'No desktops yet.'}
