@@ -12,7 +12,8 @@ import { attachEventStream } from './api/event-stream.ts';
 import { SessionStore } from './api/sessions.ts';
 import { Metrics } from './api/metrics.ts';
 import type { Config } from './config.ts';
-import { EventBus } from './control/events/event-bus.ts';
+import { EVENTS_CHANNEL, EventBus } from './control/events/event-bus.ts';
+import { listen } from './db/notifications.ts';
 import { JobRunner } from './control/jobs/job-runner.ts';
 import { JobService } from './control/jobs/job.service.ts';
 import { TemplateService } from './control/registry/template.service.ts';
@@ -89,6 +90,18 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
     cleanups.push(() => dataplane.close());
     const logError = (err: unknown) => log.error({ err }, 'unexpected error');
     const events = new EventBus(db, logError);
+    if (database.kind === 'postgres') {
+      // Other nodes on this database publish events too; relay them to our WebSocket clients.
+      events.enableNotify();
+      const listener = await listen({
+        url: config.databaseUrl!,
+        channel: EVENTS_CHANNEL,
+        onNotify: (seq) => events.remoteSeq(seq),
+        onReconnect: () => events.catchUp(),
+        log: logError,
+      });
+      cleanups.push(() => listener.close());
+    }
     const jobs = new JobRunner(db, events, { log, ...options.jobRunner });
     const storagePools = new StoragePoolService(db, events);
     const templates = new TemplateService(db, events, config.dataDir);

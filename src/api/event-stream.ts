@@ -12,6 +12,7 @@ const REPLAY_PAGE = 1000;
 /** A client this far behind is disconnected; it reconnects with ?since= and catches up from the database. */
 const MAX_BUFFERED_BYTES = 8 * 1024 * 1024;
 const PING_INTERVAL_MS = 30_000;
+const SENT_REMEMBERED = 16_384;
 
 export interface EventStreamDeps {
   auth: TokenVerifier;
@@ -88,14 +89,17 @@ async function authenticate(req: IncomingMessage, url: URL, deps: EventStreamDep
 
 function serve(ws: WebSocket, since: number | undefined, types: Set<string> | undefined, deps: EventStreamDeps): void {
   deps.metrics?.eventStreams.inc();
-  let lastSent = since ?? -1;
+  // Events of other nodes can arrive after a higher seq of ours: send each seq once, in arrival order.
+  const floor = since ?? -1;
+  const sent = new Set<number>();
   let replaying = since !== undefined;
   const pending: ThicketEvent[] = [];
   let closed = false;
 
   const send = (event: ThicketEvent): void => {
-    if (closed || event.seq <= lastSent) return;
-    lastSent = event.seq;
+    if (closed || event.seq <= floor || sent.has(event.seq)) return;
+    sent.add(event.seq);
+    if (sent.size > SENT_REMEMBERED) sent.delete(sent.values().next().value!);
     if (types && !types.has(event.type)) return;
     if (ws.bufferedAmount > MAX_BUFFERED_BYTES) {
       ws.close(1013, 'client too slow; reconnect with ?since=');

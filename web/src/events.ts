@@ -7,10 +7,12 @@ type Listener = (event: ThicketEvent) => void;
 export type StreamStatus = 'connecting' | 'live' | 'reconnecting' | 'stopped';
 
 const MAX_BACKOFF_MS = 5000;
+const SEEN_REMEMBERED = 16_384;
 
 export class EventClient {
   #ws: WebSocket | undefined;
   #lastSeq: number | undefined;
+  #seen = new Set<number>();
   #listeners = new Set<Listener>();
   #resyncListeners = new Set<() => void>();
   #statusListeners = new Set<(s: StreamStatus) => void>();
@@ -35,6 +37,7 @@ export class EventClient {
     this.#ws?.close();
     this.#ws = undefined;
     this.#lastSeq = undefined;
+    this.#seen.clear();
     this.#setStatus('stopped');
   }
 
@@ -82,9 +85,11 @@ export class EventClient {
       } catch {
         return;
       }
-      if (typeof event.seq !== 'number') return;
-      if (this.#lastSeq !== undefined && event.seq <= this.#lastSeq) return;
-      this.#lastSeq = event.seq;
+      if (typeof event.seq !== 'number' || this.#seen.has(event.seq)) return;
+      // Nodes sharing a database interleave their events: dedupe by seq, resume from the highest.
+      this.#seen.add(event.seq);
+      if (this.#seen.size > SEEN_REMEMBERED) this.#seen.delete(this.#seen.values().next().value!);
+      this.#lastSeq = Math.max(this.#lastSeq ?? 0, event.seq);
       for (const l of this.#listeners) {
         try {
           l(event);

@@ -1,5 +1,8 @@
 // Persists events with a sequence number and fans them out to live subscribers (the WebSocket streams).
-// Publishing is serialised in this process so subscribers see sequence numbers in ascending order.
+// Publishing is serialised in this process so its own events reach subscribers in ascending order. With
+// several nodes on one PostgreSQL, each insert also NOTIFYs its seq; the other nodes fetch those rows
+// and deliver them too, so a browser connected to any node sees every node's events. Events of
+// different nodes may then arrive out of seq order: consumers deduplicate by seq, not by "seq > last".
 import type { Kysely } from 'kysely';
 import type { Database, EventRow } from '../../db/schema.ts';
 import { EventRepository } from '../../db/repositories/event.repository.ts';
@@ -17,12 +20,22 @@ export function toThicketEvent(row: EventRow): ThicketEvent {
   return { ...(row.data as Record<string, unknown>), seq: Number(row.seq), type: row.type, at: new Date(row.at).toISOString() };
 }
 
+export const EVENTS_CHANNEL = 'thicket_events';
+/** How many recent seqs are remembered to tell our own and already-delivered events apart. */
+const REMEMBERED_SEQS = 16_384;
+
 export class EventBus {
   #db: Kysely<Database>;
   #repo = new EventRepository();
   #listeners = new Set<EventListener>();
   #tail: Promise<unknown> = Promise.resolve();
   #log: (err: unknown) => void;
+  #notify = false;
+  /** Seqs delivered to listeners (ours and other nodes'), oldest first. */
+  #delivered = new Set<number>();
+  #highest = 0;
+  #remoteQueue: number[] = [];
+  #remoteTimer: NodeJS.Timeout | undefined;
 
   constructor(db: Kysely<Database>, log: (err: unknown) => void = () => {}) {
     this.#db = db;
@@ -31,15 +44,9 @@ export class EventBus {
 
   publish(type: string, data: Record<string, unknown>): Promise<ThicketEvent> {
     const next = this.#tail.then(async () => {
-      const row = await this.#repo.insert(this.#db, type, data);
+      const row = this.#notify ? await this.#repo.insertAndNotify(this.#db, type, data, EVENTS_CHANNEL) : await this.#repo.insert(this.#db, type, data);
       const event = toThicketEvent(row);
-      for (const listener of this.#listeners) {
-        try {
-          listener(event);
-        } catch (err) {
-          this.#log(err);
-        }
-      }
+      this.#deliver(event);
       return event;
     });
     this.#tail = next.catch(() => {});
@@ -49,6 +56,52 @@ export class EventBus {
   /** Like publish, but a failure to record the event is logged instead of failing the caller. */
   emit(type: string, data: Record<string, unknown>): void {
     this.publish(type, data).catch(this.#log);
+  }
+
+  #deliver(event: ThicketEvent): void {
+    if (this.#delivered.has(event.seq)) return;
+    this.#delivered.add(event.seq);
+    if (this.#delivered.size > REMEMBERED_SEQS) this.#delivered.delete(this.#delivered.values().next().value!);
+    this.#highest = Math.max(this.#highest, event.seq);
+    for (const listener of this.#listeners) {
+      try {
+        listener(event);
+      } catch (err) {
+        this.#log(err);
+      }
+    }
+  }
+
+  /** From now on inserts NOTIFY other nodes (PostgreSQL only). */
+  enableNotify(): void {
+    this.#notify = true;
+  }
+
+  /** Another node published `seq` (a NOTIFY payload). Fetched in small batches, delivered in seq order. */
+  remoteSeq(payload: string): void {
+    const seq = Number(payload);
+    if (!Number.isSafeInteger(seq) || this.#delivered.has(seq)) return;
+    this.#remoteQueue.push(seq);
+    this.#remoteTimer ??= setTimeout(() => {
+      this.#remoteTimer = undefined;
+      const seqs = this.#remoteQueue.splice(0);
+      this.#tail = this.#tail.then(async () => {
+        for (const row of await this.#repo.bySeqs(this.#db, seqs)) this.#deliver(toThicketEvent(row));
+      }).catch(this.#log);
+    }, 2);
+  }
+
+  /** After the LISTEN connection was lost: deliver whatever other nodes published meanwhile. */
+  catchUp(): void {
+    const from = this.#highest;
+    this.#tail = this.#tail.then(async () => {
+      for (let page = 0, cursor = from; page < 1000; page++) {
+        const rows = await this.#repo.since(this.#db, cursor, 1000);
+        for (const row of rows) this.#deliver(toThicketEvent(row));
+        if (rows.length < 1000) break;
+        cursor = Number(rows[rows.length - 1].seq);
+      }
+    }).catch(this.#log);
   }
 
   subscribe(listener: EventListener): () => void {

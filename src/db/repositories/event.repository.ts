@@ -1,9 +1,22 @@
+import { sql } from 'kysely';
 import type { EventRow } from '../schema.ts';
 import type { Executor } from './executor.ts';
 
 export class EventRepository {
   insert(db: Executor, type: string, data: Record<string, unknown>): Promise<EventRow> {
     return db.insertInto('events').values({ type, data: JSON.stringify(data) }).returningAll().executeTakeFirstOrThrow();
+  }
+
+  /** Inserts and notifies `channel` with the new seq in the same statement (PostgreSQL shared by nodes). */
+  async insertAndNotify(db: Executor, type: string, data: Record<string, unknown>, channel: string): Promise<EventRow> {
+    const r = await sql<EventRow>`WITH e AS (INSERT INTO events (type, data) VALUES (${type}, ${JSON.stringify(data)}) RETURNING *)
+      SELECT e.*, pg_notify(${channel}, e.seq::text) AS notified FROM e`.execute(db);
+    const { notified: _notified, ...row } = r.rows[0] as EventRow & { notified: unknown };
+    return row;
+  }
+
+  bySeqs(db: Executor, seqs: number[]): Promise<EventRow[]> {
+    return db.selectFrom('events').selectAll().where('seq', 'in', seqs).orderBy('seq').execute();
   }
 
   since(db: Executor, seq: number, limit: number): Promise<EventRow[]> {
