@@ -24,6 +24,10 @@ import { ExportService } from './control/exports/export.service.ts';
 import { DesktopOps } from './control/desktop-pools/desktop-ops.ts';
 import { DesktopPoolService } from './control/desktop-pools/desktop-pool.service.ts';
 import { DeletePoolJob, RecomposePoolJob, RefreshPoolJob, ResizePoolJob } from './control/desktop-pools/pool-jobs.ts';
+import { EventDesktopRestarter } from './control/schedules/desktop-restarter.ts';
+import { ScheduleService } from './control/schedules/schedule.service.ts';
+import { ScheduledRunJob } from './control/schedules/scheduled-run-job.ts';
+import { Scheduler } from './control/schedules/scheduler.ts';
 import { openDatabase, redactUrl } from './db/database.ts';
 import { migrate } from './db/migrator.ts';
 import { sql } from 'kysely';
@@ -49,6 +53,8 @@ export interface StartOptions {
   logger?: Logger;
   /** Job runner tuning, mostly for tests. */
   jobRunner?: { pollIntervalMs?: number; staleAfterMs?: number; heartbeatIntervalMs?: number };
+  /** How often the scheduler re-reads schedules changed by other processes, mostly for tests. */
+  scheduleSyncIntervalMs?: number;
 }
 
 async function packageVersion(): Promise<string> {
@@ -86,10 +92,21 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
     const desktopOps = new DesktopOps(db, dataplane, events, config.nqnPrefix);
     const desktopPools = new DesktopPoolService(desktopOps, () => jobs.kick());
     jobs.register(new ResizePoolJob(desktopOps));
-    jobs.register(new RefreshPoolJob(desktopOps));
+    const refreshPoolJob = new RefreshPoolJob(desktopOps);
+    jobs.register(refreshPoolJob);
     jobs.register(new RecomposePoolJob(desktopOps));
     jobs.register(new DeletePoolJob(desktopOps));
     const replicas = new ReplicaService(db, events, () => jobs.kick());
+    const schedules = new ScheduleService(db, events, () => jobs.kick());
+    jobs.register(
+      new ScheduledRunJob({
+        ops: desktopOps,
+        resetter: refreshPoolJob,
+        // Hypervisor hooks plug in here once they can restart a desktop's VM on its host.
+        restarter: new EventDesktopRestarter(events),
+        promote: async (templateVersionId, storagePoolId) => (await replicas.promote({ templateVersionId, storagePoolId })).replica.id,
+      }),
+    );
     const deps = {
       db,
       events,
@@ -134,6 +151,10 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
     // Jobs resume before the replica sweep, so partial files of jobs that will resume are kept.
     await jobs.start({ requeueAllRunning: database.kind === 'pglite' });
     cleanups.push(() => jobs.stop());
+    const scheduler = new Scheduler(schedules, { syncIntervalMs: options.scheduleSyncIntervalMs, log, emit: (type, data) => events.emit(type, data) });
+    schedules.onChange(() => void scheduler.sync());
+    await scheduler.start();
+    cleanups.push(() => scheduler.stop());
     const sweptReplicas = await replicas.sweepOrphans();
     if (sweptReplicas.length) log.info({ files: sweptReplicas }, 'removed replica files that no replica row owns');
     const pruneTimer = setInterval(() => void events.prune(100_000).catch(logError), 60_000);
@@ -151,6 +172,7 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
       clones,
       exports: exportsService,
       desktopPools,
+      schedules,
       jobs: new JobService(db, jobs),
       logError,
       async health() {

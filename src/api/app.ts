@@ -12,6 +12,8 @@ import type { ExportService } from '../control/exports/export.service.ts';
 import { exportDocs, hostRoutes, subsystemRoutes } from './routes/exports.routes.ts';
 import type { DesktopPoolService } from '../control/desktop-pools/desktop-pool.service.ts';
 import { desktopPoolDocs, desktopPoolRoutes } from './routes/desktop-pools.routes.ts';
+import type { ScheduleService } from '../control/schedules/schedule.service.ts';
+import { poolScheduleRoutes, scheduleDocs, scheduleRoutes } from './routes/schedules.routes.ts';
 import { AppError } from '../errors.ts';
 import { bearerToken, type TokenVerifier } from './auth.ts';
 import { errorBody, toErrorResponse } from './error-response.ts';
@@ -34,6 +36,7 @@ export interface AppDeps {
   clones: CloneService;
   exports: ExportService;
   desktopPools: DesktopPoolService;
+  schedules: ScheduleService;
   jobs: JobService;
   health(): Promise<{ ok: boolean; database: string; detail?: string }>;
   logError(err: unknown): void;
@@ -53,7 +56,7 @@ const systemDocs: RouteDoc[] = [
 ];
 
 export function allRouteDocs(): RouteDoc[] {
-  return [...systemDocs, ...storagePoolDocs, ...templateDocs, ...replicaDocs, ...cloneDocs, ...exportDocs, ...desktopPoolDocs, ...jobDocs];
+  return [...systemDocs, ...storagePoolDocs, ...templateDocs, ...replicaDocs, ...cloneDocs, ...exportDocs, ...desktopPoolDocs, ...scheduleDocs, ...jobDocs];
 }
 
 export function createApp(deps: AppDeps): Hono {
@@ -108,6 +111,8 @@ export function createApp(deps: AppDeps): Hono {
   app.route('/api/v1/hosts', hostRoutes(deps.exports));
   app.route('/api/v1/subsystems', subsystemRoutes(deps.exports));
   app.route('/api/v1/desktop-pools', desktopPoolRoutes(deps.desktopPools));
+  app.route('/api/v1/desktop-pools', poolScheduleRoutes(deps.schedules));
+  app.route('/api/v1/schedules', scheduleRoutes(deps.schedules));
   app.route('/api/v1/jobs', jobRoutes(deps.jobs));
 
   app.notFound((c) => c.json(errorBody('NOT_FOUND', `no route for ${c.req.method} ${c.req.path}`), 404));
