@@ -19,6 +19,8 @@ describe('schedules across two processes on one PostgreSQL', { timeout: 240_000 
   let a: ThicketProcess;
   let b: ThicketProcess;
   let poolId: string;
+  /** The process left running after the SIGKILL test. */
+  let alive: ThicketProcess;
 
   beforeAll(async () => {
     db = await createTestDatabase('postgres');
@@ -110,6 +112,7 @@ describe('schedules across two processes on one PostgreSQL', { timeout: 240_000 
     const [victim, survivor] = a.child!.pid === pid ? [a, b] : [b, a];
     expect(victim.child!.pid).toBe(pid);
     await victim.kill9();
+    alive = survivor;
     for (const n of ['d-001', 'd-002']) expect((await survivor.json('POST', `/api/v1/desktop-pools/${poolId}/desktops/${n}/state`, { state: 'available' })).status).toBe(200);
     const job = await survivor.waitForJob(jobId!, 90_000);
     expect(job.state).toBe('succeeded');
@@ -126,5 +129,51 @@ describe('schedules across two processes on one PostgreSQL', { timeout: 240_000 
     const desktops = (await survivor.json('GET', `/api/v1/desktop-pools/${poolId}/desktops`)).body as any[];
     expect(desktops.every((d) => d.state === 'available')).toBe(true);
     expect((await runsOf(survivor, s.id)).filter((r) => r.jobId)).toHaveLength(1);
+  });
+
+  it('redoes the wave a dead process left half-way, giving its desktops their recorded states back', async () => {
+    await alive.stop();
+    const s = (await sql.query(`SELECT id FROM schedules WHERE pool_id = $1 LIMIT 1`, [poolId])).rows[0];
+    const rows = (await sql.query(`SELECT id, name FROM desktops WHERE pool_id = $1 ORDER BY idx`, [poolId])).rows as Array<{ id: string; name: string }>;
+    const byName = new Map(rows.map((r) => [r.name, r.id]));
+    // What a process leaves when it dies in the middle of wave 2 of a forced refresh: wave 1 recorded as
+    // done, wave 2 recorded as pending with the states its desktops had, those desktops `refreshing`.
+    const jobId = '0b0b0b0b-0000-4000-8000-000000000001';
+    const tick = new Date(Math.floor(Date.now() / 1000) * 1000 - 60_000).toISOString();
+    const payload = { poolId, scheduleId: s.id, scheduledFor: tick, trigger: 'tick', action: 'refresh', waveSize: 5, inUse: 'force', waitDeadlineAt: null, maxFailuresPerWave: 0 };
+    await sql.query(
+      `INSERT INTO jobs (id, kind, state, resource_id, payload, claimed_by, heartbeat_at, attempts, started_at) VALUES ($1, $2, 'running', $3, $4, 'gone:1:deadbeef', now() - interval '1 hour', 1, now() - interval '1 hour')`,
+      [jobId, KIND, poolId, JSON.stringify(payload)],
+    );
+    await sql.query(`INSERT INTO schedule_runs (schedule_id, scheduled_for, trigger, job_id) VALUES ($1, $2, 'tick', $3)`, [s.id, tick, jobId]);
+    const done = ['d-001', 'd-002', 'd-003'];
+    const pending: Array<[string, string]> = [['d-004', 'in-use'], ['d-005', 'in-use'], ['d-006', 'available'], ['d-007', 'available'], ['d-008', 'failed']];
+    for (const n of done) await sql.query(`INSERT INTO schedule_run_items (job_id, desktop_id, desktop_name, wave, previous_state, status) VALUES ($1, $2, $3, 1, 'available', 'succeeded')`, [jobId, byName.get(n), n]);
+    for (const [n, st] of pending) {
+      await sql.query(`INSERT INTO schedule_run_items (job_id, desktop_id, desktop_name, wave, previous_state, status) VALUES ($1, $2, $3, 2, $4, 'pending')`, [jobId, byName.get(n), n, st]);
+      await sql.query(`UPDATE desktops SET state = 'refreshing' WHERE id = $1`, [byName.get(n)]);
+    }
+    const restartsBefore = (await sql.query(`SELECT count(*)::int AS n FROM events WHERE type = 'desktop.restart-requested'`)).rows[0].n;
+    await alive.start();
+    const job = await alive.waitForJob(jobId, 60_000);
+    expect(job.state, JSON.stringify(job.error)).toBe('succeeded');
+    expect(job.attempts).toBe(2);
+    expect(job.results).toHaveLength(100);
+    expect(job.results.every((x: any) => x.status === 'succeeded')).toBe(true);
+    const items = new Map((await sql.query(`SELECT desktop_name, wave, status FROM schedule_run_items WHERE job_id = $1`, [jobId])).rows.map((r) => [r.desktop_name, r]));
+    expect(items.size).toBe(100);
+    // Wave 1 was not done again; the interrupted wave 2 was redone first; the rest followed from wave 3.
+    for (const n of done) expect(items.get(n)).toMatchObject({ wave: 1, status: 'succeeded' });
+    for (const [n] of pending) expect(items.get(n)).toMatchObject({ wave: 2, status: 'succeeded' });
+    const later = [...items.values()].filter((i) => i.wave > 2);
+    expect(later).toHaveLength(92);
+    expect(Math.min(...later.map((i) => i.wave))).toBe(3);
+    expect(Math.max(...later.map((i) => i.wave))).toBe(2 + Math.ceil(92 / 5));
+    const desktops = new Map(((await alive.json('GET', `/api/v1/desktop-pools/${poolId}/desktops`)).body as any[]).map((d) => [d.name, d.state]));
+    expect(desktops.get('d-004')).toBe('in-use');
+    expect(desktops.get('d-005')).toBe('in-use');
+    expect([...desktops.entries()].filter(([, st]) => st !== 'available').map(([n]) => n).sort()).toEqual(['d-004', 'd-005']);
+    const restarts = (await sql.query(`SELECT data->>'name' AS name FROM events WHERE type = 'desktop.restart-requested' ORDER BY seq OFFSET $1`, [restartsBefore])).rows.map((r) => r.name);
+    expect(restarts.sort()).toEqual(['d-004', 'd-005']);
   });
 });

@@ -81,6 +81,8 @@ export class ScheduledRunJob implements JobHandler {
     if (interrupted.length) {
       const rows = new Map((await ops.pools.desktops(ops.db, pool.id)).map((d) => [d.id, d]));
       const again = interrupted.filter((i) => rows.has(i.desktop_id)).map((i) => ({ ...rows.get(i.desktop_id)!, state: i.previous_state }));
+      // Waves run one at a time, so only the last one can be pending: it is redone under its own number.
+      state.wave = Math.max(...interrupted.map((i) => i.wave)) - 1;
       await runWave(again);
     }
 
