@@ -208,10 +208,16 @@ export class ScheduleService {
    * Turns a tick into a run, once: the first process to record (schedule, slot) queues the job; a tick
    * that finds the pool busy with another job is recorded as skipped (the next tick tries again).
    */
-  async fire(scheduleId: string, slot: Date, trigger: 'tick' | 'catch-up'): Promise<{ outcome: FireOutcome; jobId?: string }> {
+  async fire(
+    scheduleId: string,
+    slot: Date,
+    trigger: 'tick' | 'catch-up',
+    armedWith: Pick<ScheduleRow, 'cron' | 'timezone'>,
+  ): Promise<{ outcome: FireOutcome; jobId?: string }> {
     const result = await this.#db.transaction().execute(async (trx): Promise<{ outcome: FireOutcome; jobId?: string; schedule?: ScheduleRow; reason?: string }> => {
       const schedule = await this.#repo.get(trx, scheduleId);
-      if (!schedule || !schedule.enabled) return { outcome: 'gone' };
+      // A tick of an expression changed meanwhile (this process has not re-armed yet) is not a tick.
+      if (!schedule || !schedule.enabled || schedule.cron !== armedWith.cron || schedule.timezone !== armedWith.timezone) return { outcome: 'gone' };
       // Serialises with the pool's own operations (refresh, resize, delete lock the pool row too).
       const pool = await this.#pools.getForUpdate(trx, schedule.pool_id);
       if (!pool) return { outcome: 'gone' };

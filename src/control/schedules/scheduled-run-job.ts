@@ -5,7 +5,7 @@
 import type { DesktopPoolRow, DesktopRow, DesktopState, InUsePolicy, JobRow, ScheduleAction } from '../../db/schema.ts';
 import { ScheduleRepository } from '../../db/repositories/schedule.repository.ts';
 import { errorMessage } from '../../errors.ts';
-import type { DesktopOps } from '../desktop-pools/desktop-ops.ts';
+import { BATCH_DESKTOPS, type DesktopOps } from '../desktop-pools/desktop-ops.ts';
 import { JobFailure, type JobContext, type JobHandler } from '../jobs/job-types.ts';
 import type { DesktopRestarter } from './desktop-restarter.ts';
 
@@ -159,7 +159,11 @@ export class ScheduledRunJob implements JobHandler {
     state.wave++;
     const wave = state.wave;
     ops.stateEvents.push(pool.id, claimed.map((d) => ({ name: d.name, cloneId: d.clone_id, state: 'refreshing' })));
-    const failedClones = await resetter.resetBatch(pool, claimed, target, recompose);
+    // One data-plane call per batch of at most BATCH_DESKTOPS, however large the wave.
+    const failedClones = new Set<string>();
+    for (let i = 0; i < claimed.length; i += BATCH_DESKTOPS) {
+      for (const id of await resetter.resetBatch(pool, claimed.slice(i, i + BATCH_DESKTOPS), target, recompose)) failedClones.add(id);
+    }
     const errors = new Map<string, string>();
     for (const d of claimed) if (failedClones.has(d.clone_id)) errors.set(d.id, recompose ? 'recompose failed' : 'reset failed');
     // A desktop reset under its user (force) keeps its state; its VM is restarted so it sees the new disk.

@@ -102,7 +102,7 @@ export class Scheduler {
     const missed = new Date(row.pending_tick_at);
     try {
       if (row.window_ends_at && now < new Date(row.window_ends_at).getTime()) {
-        const r = await this.#service.fire(row.id, missed, 'catch-up');
+        const r = await this.#service.fire(row.id, missed, 'catch-up', row);
         this.#options.log.info({ scheduleId: row.id, scheduledFor: missed.toISOString(), outcome: r.outcome, jobId: r.jobId }, 'missed scheduled run made up');
       } else {
         this.#options.log.info({ scheduleId: row.id, since: missed.toISOString() }, 'scheduled runs missed while no Thicket process ran; outside their window, not made up');
@@ -117,9 +117,9 @@ export class Scheduler {
   async #tick(row: ScheduleRow, slot: Date): Promise<void> {
     if (this.#stopped) return;
     try {
-      const r = await this.#service.fire(row.id, slot, 'tick');
+      const r = await this.#service.fire(row.id, slot, 'tick', row);
       if (r.outcome === 'queued') this.#options.log.info({ scheduleId: row.id, scheduledFor: slot.toISOString(), jobId: r.jobId }, 'scheduled run queued');
-      await this.#service.advance(row);
+      if (r.outcome !== 'gone') await this.#service.advance(row);
     } catch (err) {
       this.#options.log.error({ err, scheduleId: row.id, scheduledFor: slot.toISOString() }, 'firing a scheduled run failed');
     }
