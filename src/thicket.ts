@@ -30,6 +30,10 @@ import { DesktopHooks } from './control/desktop-pools/desktop-hooks.ts';
 import { HookRunner, type HookRunnerOptions } from './hooks/hook-runner.ts';
 import { hostToken, verifyHostToken } from './hooks/host-token.ts';
 import { loadSecretBox } from './hooks/secret-box.ts';
+import { HookDesktopRestarter } from './control/schedules/desktop-restarter.ts';
+import { ScheduleService } from './control/schedules/schedule.service.ts';
+import { ScheduledRunJob } from './control/schedules/scheduled-run-job.ts';
+import { Scheduler } from './control/schedules/scheduler.ts';
 import { openDatabase, redactUrl } from './db/database.ts';
 import { migrate } from './db/migrator.ts';
 import { sql } from 'kysely';
@@ -59,6 +63,8 @@ export interface StartOptions {
   jobRunner?: { pollIntervalMs?: number; staleAfterMs?: number; heartbeatIntervalMs?: number };
   /** Hook runner tuning (limits, timeouts, host-side paths), mostly for tests. */
   hooks?: Partial<Omit<HookRunnerOptions, 'templatesDir' | 'secrets' | 'target' | 'apiUrl' | 'hostToken'>>;
+  /** How often the scheduler re-reads schedules changed by other processes, mostly for tests. */
+  scheduleSyncIntervalMs?: number;
 }
 
 async function packageVersion(): Promise<string> {
@@ -126,10 +132,20 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
     desktopOps.hooks = desktopHooks;
     const desktopPools = new DesktopPoolService(desktopOps, () => jobs.kick());
     jobs.register(new ResizePoolJob(desktopOps));
-    jobs.register(new RefreshPoolJob(desktopOps));
+    const refreshPoolJob = new RefreshPoolJob(desktopOps);
+    jobs.register(refreshPoolJob);
     jobs.register(new RecomposePoolJob(desktopOps));
     jobs.register(new DeletePoolJob(desktopOps));
     const replicas = new ReplicaService(db, events, () => jobs.kick());
+    const schedules = new ScheduleService(db, events, () => jobs.kick());
+    jobs.register(
+      new ScheduledRunJob({
+        ops: desktopOps,
+        resetter: refreshPoolJob,
+        restarter: new HookDesktopRestarter(db, events, desktopHooks),
+        promote: async (templateVersionId, storagePoolId) => (await replicas.promote({ templateVersionId, storagePoolId })).replica.id,
+      }),
+    );
     const deps = {
       db,
       events,
@@ -175,6 +191,10 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
     // Jobs resume before the replica sweep, so partial files of jobs that will resume are kept.
     await jobs.start({ requeueAllRunning: database.kind === 'pglite' });
     cleanups.push(() => jobs.stop());
+    const scheduler = new Scheduler(schedules, { syncIntervalMs: options.scheduleSyncIntervalMs, log, emit: (type, data) => events.emit(type, data) });
+    schedules.onChange(() => void scheduler.sync());
+    await scheduler.start();
+    cleanups.push(() => scheduler.stop());
     const sweptReplicas = await replicas.sweepOrphans();
     if (sweptReplicas.length) log.info({ files: sweptReplicas }, 'removed replica files that no replica row owns');
     const pruneTimer = setInterval(() => void events.prune(100_000).catch(logError), 60_000);
@@ -197,6 +217,7 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
       clones,
       exports: exportsService,
       desktopPools,
+      schedules,
       jobs: new JobService(db, jobs),
       verifyHostToken: (token) => verifyHostToken(secrets, token),
       logError,

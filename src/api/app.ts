@@ -12,6 +12,8 @@ import type { ExportService } from '../control/exports/export.service.ts';
 import { exportDocs, hostRoutes, subsystemRoutes } from './routes/exports.routes.ts';
 import type { DesktopPoolService } from '../control/desktop-pools/desktop-pool.service.ts';
 import { desktopPoolDocs, desktopPoolRoutes } from './routes/desktop-pools.routes.ts';
+import type { ScheduleService } from '../control/schedules/schedule.service.ts';
+import { poolScheduleRoutes, scheduleDocs, scheduleRoutes } from './routes/schedules.routes.ts';
 import { AppError } from '../errors.ts';
 import { getCookie } from 'hono/cookie';
 import { bearerToken, type TokenVerifier } from './auth.ts';
@@ -41,6 +43,7 @@ export interface AppDeps {
   clones: CloneService;
   exports: ExportService;
   desktopPools: DesktopPoolService;
+  schedules: ScheduleService;
   jobs: JobService;
   /** The host id a hypervisor host's callback token was made for (hooks enabled), else undefined. */
   verifyHostToken?(token: string | undefined): string | undefined;
@@ -64,7 +67,7 @@ const systemDocs: RouteDoc[] = [
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 export function allRouteDocs(): RouteDoc[] {
-  return [...systemDocs, ...sessionDocs, ...storagePoolDocs, ...templateDocs, ...replicaDocs, ...cloneDocs, ...exportDocs, ...desktopPoolDocs, ...jobDocs];
+  return [...systemDocs, ...sessionDocs, ...storagePoolDocs, ...templateDocs, ...replicaDocs, ...cloneDocs, ...exportDocs, ...desktopPoolDocs, ...scheduleDocs, ...jobDocs];
 }
 
 export function createApp(deps: AppDeps): Hono {
@@ -138,6 +141,8 @@ export function createApp(deps: AppDeps): Hono {
   app.route('/api/v1/hosts', hostRoutes(deps.exports));
   app.route('/api/v1/subsystems', subsystemRoutes(deps.exports));
   app.route('/api/v1/desktop-pools', desktopPoolRoutes(deps.desktopPools));
+  app.route('/api/v1/desktop-pools', poolScheduleRoutes(deps.schedules));
+  app.route('/api/v1/schedules', scheduleRoutes(deps.schedules));
   app.route('/api/v1/jobs', jobRoutes(deps.jobs));
 
   app.route('/', webUi(deps.webRoot));

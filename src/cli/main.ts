@@ -47,6 +47,33 @@ async function followJob(ctx: Ctx, job: { id: string; kind: string }, extra?: un
   return done.state === 'succeeded' ? 0 : 1;
 }
 
+const SCHEDULE_OPTIONS: Command['options'] = {
+  cron: { type: 'string' },
+  action: { type: 'string' },
+  'wave-size': { type: 'string' },
+  'in-use': { type: 'string' },
+  'wait-deadline': { type: 'string' },
+  'max-failures': { type: 'string' },
+  timezone: { type: 'string' },
+  disabled: { type: 'boolean' },
+};
+
+/** The schedule fields given as options; numbers stay strings the API refuses if they are not numbers. */
+function scheduleBody(o: Record<string, string | boolean | undefined>): Record<string, unknown> {
+  const num = (v: string | boolean | undefined) => (v === undefined ? undefined : Number.isNaN(Number(v)) ? v : Number(v));
+  const body: Record<string, unknown> = {
+    cron: o.cron,
+    timezone: o.timezone,
+    action: o.action,
+    waveSize: num(o['wave-size']),
+    inUse: o['in-use'],
+    waitDeadlineMinutes: num(o['wait-deadline']),
+    maxFailuresPerWave: num(o['max-failures']),
+  };
+  for (const k of Object.keys(body)) if (body[k] === undefined) delete body[k];
+  return body;
+}
+
 const list = (cols: string[]) => (ctx: Ctx, rows: Array<Record<string, unknown>>) => print(ctx, rows, () => table(rows, cols));
 
 const COMMANDS: Record<string, Command> = {
@@ -311,6 +338,48 @@ const COMMANDS: Record<string, Command> = {
     need(a, 3, this.usage);
     const d = await ctx.api.request('POST', `/api/v1/desktop-pools/${a[0]}/desktops/${encodeURIComponent(a[1])}/state`, { state: a[2] });
     print(ctx, d, () => `${d.name} is ${d.state}`);
+    return 0;
+  } },
+  'schedules list': { usage: 'schedules list [--pool ID]', summary: 'list schedules with their next run and last outcome', options: { pool: { type: 'string' } }, async run(ctx, _a, o) {
+    const rows = await ctx.api.request('GET', o.pool ? `/api/v1/desktop-pools/${o.pool}/schedules` : '/api/v1/schedules');
+    list(['id', 'poolId', 'cron', 'timezone', 'action', 'waveSize', 'inUse', 'enabled', 'nextRunAt', 'lastRun'])(ctx, ctx.json ? rows : rows.map((s: any) => ({ ...s, nextRunAt: s.nextRunAt ?? '-', lastRun: s.lastRun ? `${s.lastRun.scheduledFor} ${s.lastRun.state}` : '-' })));
+    return 0;
+  } },
+  'schedules create': { usage: `schedules create POOL_ID --cron 'S M H DOM MON DOW' --action refresh|recompose-latest --wave-size N [--in-use skip|wait|force] [--wait-deadline MINUTES] [--max-failures N] [--timezone TZ] [--disabled]`, summary: 'refresh or recompose a pool on a schedule, in waves', options: SCHEDULE_OPTIONS, async run(ctx, a, o) {
+    need(a, 1, this.usage);
+    if (!o.cron || !o.action || o['wave-size'] === undefined) throw new UsageError(`usage: thicket ${this.usage}`);
+    const s = await ctx.api.request('POST', `/api/v1/desktop-pools/${a[0]}/schedules`, { inUse: 'skip', ...scheduleBody(o), enabled: o.disabled !== true });
+    print(ctx, s, () => `created schedule ${s.id}; next run ${s.nextRunAt ?? '(disabled)'}`);
+    return 0;
+  } },
+  'schedules update': { usage: `schedules update POOL_ID ID [--cron EXPR] [--action A] [--wave-size N] [--in-use P] [--wait-deadline MINUTES] [--max-failures N] [--timezone TZ]`, summary: 'change a schedule', options: SCHEDULE_OPTIONS, async run(ctx, a, o) {
+    need(a, 2, this.usage);
+    const s = await ctx.api.request('PATCH', `/api/v1/desktop-pools/${a[0]}/schedules/${a[1]}`, scheduleBody(o));
+    print(ctx, s, () => kv({ id: s.id, cron: s.cron, timezone: s.timezone, action: s.action, waveSize: s.waveSize, inUse: s.inUse, enabled: s.enabled, nextRunAt: s.nextRunAt }));
+    return 0;
+  } },
+  'schedules enable': { usage: 'schedules enable POOL_ID ID', summary: 'enable a schedule', async run(ctx, a) {
+    need(a, 2, this.usage);
+    const s = await ctx.api.request('PATCH', `/api/v1/desktop-pools/${a[0]}/schedules/${a[1]}`, { enabled: true });
+    print(ctx, s, () => `enabled schedule ${s.id}; next run ${s.nextRunAt}`);
+    return 0;
+  } },
+  'schedules disable': { usage: 'schedules disable POOL_ID ID', summary: 'disable a schedule (a run in progress goes on)', async run(ctx, a) {
+    need(a, 2, this.usage);
+    const s = await ctx.api.request('PATCH', `/api/v1/desktop-pools/${a[0]}/schedules/${a[1]}`, { enabled: false });
+    print(ctx, s, () => `disabled schedule ${s.id}`);
+    return 0;
+  } },
+  'schedules delete': { usage: 'schedules delete POOL_ID ID', summary: 'delete a schedule', async run(ctx, a) {
+    need(a, 2, this.usage);
+    await ctx.api.request('DELETE', `/api/v1/desktop-pools/${a[0]}/schedules/${a[1]}`);
+    print(ctx, { deleted: a[1] }, () => `deleted schedule ${a[1]}`);
+    return 0;
+  } },
+  'schedules runs': { usage: 'schedules runs POOL_ID ID', summary: 'the run history of a schedule', async run(ctx, a) {
+    need(a, 2, this.usage);
+    const rows = await ctx.api.request('GET', `/api/v1/desktop-pools/${a[0]}/schedules/${a[1]}/runs`);
+    list(['scheduledFor', 'trigger', 'state', 'jobId', 'desktops', 'note'])(ctx, ctx.json ? rows : rows.map((r: any) => ({ ...r, jobId: r.jobId ?? '-', desktops: `${r.desktops.succeeded} ok, ${r.desktops.failed} failed, ${r.desktops.skipped} skipped`, note: r.skippedReason ?? r.error?.message ?? '' })));
     return 0;
   } },
   'jobs list': { usage: 'jobs list [--state running,queued]', summary: 'list jobs', options: { state: { type: 'string' } }, async run(ctx, _a, o) {

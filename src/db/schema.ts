@@ -209,6 +209,48 @@ export interface SessionsTable {
   expires_at: Date;
 }
 
+export const SCHEDULE_ACTIONS = ['refresh', 'recompose-latest'] as const;
+export type ScheduleAction = (typeof SCHEDULE_ACTIONS)[number];
+export const IN_USE_POLICIES = ['skip', 'wait', 'force'] as const;
+export type InUsePolicy = (typeof IN_USE_POLICIES)[number];
+
+export interface SchedulesTable {
+  id: string;
+  pool_id: string;
+  cron: string;
+  timezone: string;
+  action: ScheduleAction;
+  wave_size: number;
+  in_use: InUsePolicy;
+  wait_deadline_minutes: number | null;
+  max_failures_per_wave: number;
+  enabled: boolean;
+  pending_tick_at: Date | null;
+  window_ends_at: Date | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface ScheduleRunsTable {
+  schedule_id: string;
+  scheduled_for: Date;
+  trigger: 'tick' | 'catch-up';
+  job_id: string | null;
+  skipped_reason: string | null;
+  created_at: Timestamp;
+}
+
+export interface ScheduleRunItemsTable {
+  job_id: string;
+  desktop_id: string;
+  desktop_name: string;
+  wave: number;
+  previous_state: DesktopState;
+  status: 'pending' | 'succeeded' | 'failed' | 'skipped';
+  error: string | null;
+  updated_at: Timestamp;
+}
+
 export interface Database {
   settings: SettingsTable;
   storage_pools: StoragePoolsTable;
@@ -227,10 +269,17 @@ export interface Database {
   desktop_pool_subsystems: DesktopPoolSubsystemsTable;
   desktops: DesktopsTable;
   sessions: SessionsTable;
+  schedules: SchedulesTable;
+  schedule_runs: ScheduleRunsTable;
+  schedule_run_items: ScheduleRunItemsTable;
 }
 
 export type DesktopPoolRow = Selectable<DesktopPoolsTable>;
 export type DesktopRow = Selectable<DesktopsTable>;
+
+export type ScheduleRow = Selectable<SchedulesTable>;
+export type ScheduleRunRow = Selectable<ScheduleRunsTable>;
+export type ScheduleRunItemRow = Selectable<ScheduleRunItemsTable>;
 
 export type HostRow = Selectable<HostsTable>;
 export type SubsystemRow = Selectable<SubsystemsTable>;

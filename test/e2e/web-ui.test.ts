@@ -31,7 +31,7 @@ describe('web UI in Chromium', () => {
     imagePath = path.join(tmp, 'golden.raw');
     await writeFile(imagePath, image);
     [t, browser] = await Promise.all([startTestThicket('pglite'), launchChromium()]);
-    context = await browser.newContext({ baseURL: t.url, viewport: { width: 1280, height: 900 } });
+    context = await browser.newContext({ baseURL: t.url, viewport: { width: 1280, height: 900 }, locale: 'en-US', timezoneId: 'UTC' });
     page = await context.newPage();
     errors = watchPageErrors(page);
   }, 180_000);
@@ -120,6 +120,30 @@ describe('web UI in Chromium', () => {
     await expect.poll(async () => (await t.json('GET', `/api/v1/jobs?resourceId=${poolId}&kind=desktop-pool.refresh`)).body[0]?.state, { timeout: 60_000 }).toBe('succeeded');
     await expect.poll(() => page.locator('.grid [data-state="available"]').count(), { timeout: 20_000 }).toBe(POOL_SIZE);
     await screenshot(page, '07-pool-refreshed');
+  });
+
+  it('adds a nightly schedule to the pool, shows its next run, disables and deletes it', async () => {
+    await page.getByLabel('Cron').fill('0 30 2 * * *');
+    await page.getByLabel('Time zone').fill('Europe/Berlin');
+    await page.getByLabel('Wave size').fill('25');
+    await page.getByRole('button', { name: 'Add schedule' }).click();
+    const row = page.locator('tr').filter({ hasText: '0 30 2 * * *' });
+    await expect.poll(() => row.count()).toBe(1);
+    const schedules = (await t.json('GET', '/api/v1/schedules')).body as Array<{ id: string; nextRunAt: string; waveSize: number; timezone: string }>;
+    expect(schedules).toHaveLength(1);
+    expect(schedules[0]).toMatchObject({ waveSize: 25, timezone: 'Europe/Berlin' });
+    expect(await row.textContent()).toContain(new Date(schedules[0].nextRunAt).toLocaleString('en-US', { timeZone: 'UTC' }));
+    await screenshot(page, '07b-pool-schedule');
+    // An invalid expression is refused with the API's message, naming the field.
+    await page.getByLabel('Cron').fill('61 * * * * *');
+    await page.getByRole('button', { name: 'Add schedule' }).click();
+    await expect.poll(() => page.getByRole('alert').filter({ hasText: 'cron' }).count()).toBe(1);
+    await row.getByRole('button', { name: /^Disable schedule/ }).click();
+    await expect.poll(() => row.textContent()).toContain('disabled');
+    await row.getByRole('button', { name: /^Delete schedule/ }).click();
+    await page.getByRole('dialog').getByRole('button', { name: 'Delete schedule' }).click();
+    await expect.poll(() => row.count()).toBe(0);
+    expect((await t.json('GET', '/api/v1/schedules')).body).toHaveLength(0);
   });
 
   it('refuses to delete the replica and names the pool that holds it', async () => {

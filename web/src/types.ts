@@ -151,6 +151,18 @@ export interface JobProgressEvent extends ThicketEvent {
   phase: string;
 }
 
+export interface ScheduleRun {
+  scheduledFor: string;
+  trigger: 'tick' | 'catch-up';
+  jobId: string | null;
+  state: string;
+  skippedReason: string | null;
+  error: { code: string; message: string } | null;
+  desktops: { succeeded: number; failed: number; skipped: number };
+  startedAt: string | null;
+  finishedAt: string | null;
+}
+
 export interface Schedule {
   id: string;
   poolId: string;
@@ -160,7 +172,8 @@ export interface Schedule {
   waveSize: number;
   inUse: 'skip' | 'wait' | 'force';
   waitDeadlineMinutes: number | null;
+  maxFailuresPerWave: number;
   enabled: boolean;
   nextRunAt: string | null;
-  lastRun: { jobId: string; state: string; scheduledFor: string; finishedAt: string | null; error: string | null } | null;
+  lastRun: ScheduleRun | null;
 }

@@ -266,6 +266,15 @@ abstract class ResetPoolJob implements JobHandler {
     return failed;
   }
 
+  /**
+   * Resets one batch onto `replica` the way this job does (in place, or swapped with undo when the pool
+   * has a grace period) and returns the clone ids that failed. Scheduled waves reuse it.
+   */
+  resetBatch(pool: DesktopPoolRow, batch: DesktopRow[], replica: { id: string; path: string; sizeBytes: number }, recompose: boolean): Promise<Set<string>> {
+    const grace = pool.refresh_grace_seconds;
+    return grace > 0 ? this.#replaceClones(pool, batch, replica, grace) : this.#resetInPlace(batch, replica, recompose);
+  }
+
   async rollback(): Promise<void> {
     // Each desktop is reset or swapped atomically; those done stay done, the rest are untouched.
   }

@@ -27,6 +27,8 @@ interface RunningJob {
   cancelled: boolean;
   /** Another runner requeued and took the job (this one was thought dead): stop, touch nothing. */
   lost: boolean;
+  /** In ctx.idle(): does not count against the concurrency limit. */
+  idle: boolean;
 }
 
 const noopLog = { info() {}, error() {} };
@@ -109,7 +111,7 @@ export class JobRunner {
   }
 
   async #poll(): Promise<void> {
-    while (!this.#stopped && this.#running.size < this.#options.concurrency) {
+    while (!this.#stopped && this.#busySlots() < this.#options.concurrency) {
       let job: JobRow | undefined;
       try {
         job = await this.#repo.claimNext(this.#db, this.runnerId);
@@ -122,8 +124,14 @@ export class JobRunner {
     }
   }
 
+  #busySlots(): number {
+    let n = 0;
+    for (const r of this.#running.values()) if (!r.idle) n++;
+    return n;
+  }
+
   #start(row: JobRow): void {
-    const entry: RunningJob = { row, abort: new AbortController(), cancelled: row.cancel_requested, lost: false };
+    const entry: RunningJob = { row, abort: new AbortController(), cancelled: row.cancel_requested, lost: false, idle: false };
     if (entry.cancelled) entry.abort.abort();
     this.#running.set(row.id, entry);
     void this.#execute(entry).finally(() => {
@@ -182,6 +190,25 @@ export class JobRunner {
         results.push(item);
       },
       throwIfCancelled: () => {
+        if (entry.abort.signal.aborted) throw new JobCancelledError();
+      },
+      idle: async (ms) => {
+        if (entry.abort.signal.aborted) throw new JobCancelledError();
+        entry.idle = true;
+        this.kick();
+        try {
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(done, ms);
+            function done() {
+              clearTimeout(timer);
+              entry.abort.signal.removeEventListener('abort', done);
+              resolve();
+            }
+            entry.abort.signal.addEventListener('abort', done);
+          });
+        } finally {
+          entry.idle = false;
+        }
         if (entry.abort.signal.aborted) throw new JobCancelledError();
       },
     };

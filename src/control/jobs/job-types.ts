@@ -11,6 +11,11 @@ export interface JobContext {
   result(item: JobItemResult): void;
   /** Throws JobCancelledError when a cancel was requested. */
   throwIfCancelled(): void;
+  /**
+   * Waits `ms` (throwing JobCancelledError if the job is cancelled or aborted meanwhile) without holding
+   * one of the runner's slots, so a job that waits for something outside it never starves other jobs.
+   */
+  idle(ms: number): Promise<void>;
 }
 
 export interface JobHandler {

@@ -4,7 +4,40 @@ import { api } from '../api.ts';
 import { Alert, ConfirmDialog, Field, StateBadge } from '../components/widgets.tsx';
 import { when } from '../format.ts';
 import { useAction, useResource } from '../resource.ts';
-import type { Schedule } from '../types.ts';
+import type { Schedule, ScheduleRun } from '../types.ts';
+
+function RunSummary(props: { run: ScheduleRun }) {
+  const r = props.run;
+  return (
+    <>
+      <StateBadge state={r.state} /> {when(r.finishedAt ?? r.startedAt ?? r.scheduledFor)}
+      {r.trigger === 'catch-up' ? <span class="muted"> (catch-up)</span> : null}
+      <div class="muted">
+        {r.desktops.succeeded} done, {r.desktops.failed} failed, {r.desktops.skipped} skipped
+      </div>
+      {r.skippedReason ? <div class="muted">{r.skippedReason}</div> : null}
+      {r.error ? <div class="invalid">{r.error.message}</div> : null}
+    </>
+  );
+}
+
+/** The last runs of one schedule, loaded when opened. */
+function RunHistory(props: { poolId: string; scheduleId: string }) {
+  const runs = useResource(() => api<ScheduleRun[]>('GET', `/desktop-pools/${props.poolId}/schedules/${props.scheduleId}/runs`), [props.poolId, props.scheduleId], ['schedule.']);
+  return (
+    <>
+      <Alert message={runs.error} />
+      <ul class="results">
+        {(runs.data ?? []).slice(0, 20).map((r) => (
+          <li key={r.scheduledFor}>
+            {when(r.scheduledFor)}: <RunSummary run={r} />
+          </li>
+        ))}
+        {runs.data?.length === 0 ? <li class="muted">No runs yet.</li> : null}
+      </ul>
+    </>
+  );
+}
 
 const LOCAL_TZ = Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
 
@@ -16,6 +49,7 @@ export function Schedules(props: { poolId: string }) {
   const [waveSize, setWaveSize] = useState('50');
   const [inUse, setInUse] = useState<Schedule['inUse']>('skip');
   const [deadline, setDeadline] = useState('60');
+  const [maxFailures, setMaxFailures] = useState('0');
   const [deleting, setDeleting] = useState<Schedule | undefined>();
   const create = useAction();
   const change = useAction();
@@ -43,21 +77,21 @@ export function Schedules(props: { poolId: string }) {
                 <code>{s.cron}</code> <span class="muted">{s.timezone}</span>
               </td>
               <td>{s.action}</td>
-              <td>{s.waveSize}</td>
+              <td>
+                {s.waveSize}
+                <div class="muted">≤ {s.maxFailuresPerWave} failure(s)</div>
+              </td>
               <td>
                 {s.inUse}
                 {s.inUse === 'wait' && s.waitDeadlineMinutes ? ` (≤ ${s.waitDeadlineMinutes} min)` : ''}
               </td>
               <td>{s.enabled ? when(s.nextRunAt) : 'disabled'}</td>
               <td>
-                {s.lastRun ? (
-                  <>
-                    <StateBadge state={s.lastRun.state} /> {when(s.lastRun.finishedAt ?? s.lastRun.scheduledFor)}
-                    {s.lastRun.error ? <div class="invalid">{s.lastRun.error}</div> : null}
-                  </>
-                ) : (
-                  '–'
-                )}
+                {s.lastRun ? <RunSummary run={s.lastRun} /> : '–'}
+                <details>
+                  <summary>History</summary>
+                  <RunHistory poolId={props.poolId} scheduleId={s.id} />
+                </details>
               </td>
               <td class="actions">
                 <button
@@ -92,6 +126,7 @@ export function Schedules(props: { poolId: string }) {
               timezone: timezone.trim(),
               action,
               waveSize: Number(waveSize),
+              maxFailuresPerWave: Number(maxFailures),
               inUse,
               ...(inUse === 'wait' ? { waitDeadlineMinutes: Number(deadline) } : {}),
               enabled: true,
@@ -115,6 +150,9 @@ export function Schedules(props: { poolId: string }) {
           </Field>
           <Field label="Wave size">
             <input name="waveSize" type="number" min={1} required value={waveSize} onInput={(e) => setWaveSize(e.currentTarget.value)} />
+          </Field>
+          <Field label="Failures allowed per wave" hint="More stops the run.">
+            <input name="maxFailuresPerWave" type="number" min={0} required value={maxFailures} onInput={(e) => setMaxFailures(e.currentTarget.value)} />
           </Field>
           <Field label="In-use desktops">
             <select name="inUse" value={inUse} onChange={(e) => setInUse(e.currentTarget.value as Schedule['inUse'])}>
