@@ -18,6 +18,8 @@ export interface Config {
   replicaCacheBytes: number;
   /** Size of each of a pool's two journal files. */
   journalBytes: number;
+  /** Largest virtual size an imported image may have (bytes). */
+  maxImageBytes: number;
   /** Key that encrypts stored SSH private keys; unset: <dataDir>/secret.key, generated on first start. */
   secretKey?: string | undefined;
   /** Base URL hypervisor hosts use to call the API (libvirt qemu hook); unset: http://<THICKET_HTTP_ADDR>. */
@@ -107,6 +109,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   const journalBytes = Number(journalRaw);
 
+  const maxImageRaw = get('THICKET_MAX_IMAGE_BYTES', String(2 * 1024 ** 4));
+  if (!/^\d+$/.test(maxImageRaw) || Number(maxImageRaw) < 4096 || Number(maxImageRaw) > 2 ** 52) {
+    throw new ConfigError(`THICKET_MAX_IMAGE_BYTES must be a number of bytes of at least 4096, got "${maxImageRaw}"`);
+  }
+  const maxImageBytes = Number(maxImageRaw);
+
   const secretKey = env.THICKET_SECRET_KEY === undefined || env.THICKET_SECRET_KEY === '' ? undefined : env.THICKET_SECRET_KEY.trim();
   if (secretKey !== undefined && !/^([0-9a-fA-F]{64}|[A-Za-z0-9+/_-]{43}=?)$/.test(secretKey)) {
     throw new ConfigError('THICKET_SECRET_KEY must be 32 bytes written as 64 hex digits or base64');
@@ -130,6 +138,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel,
     replicaCacheBytes,
     journalBytes,
+    maxImageBytes,
     secretKey,
     publicUrl,
   };

@@ -110,7 +110,7 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
     }
     const jobs = new JobRunner(db, events, { log, ...options.jobRunner });
     const storagePools = new StoragePoolService(db, events);
-    const templates = new TemplateService(db, events, config.dataDir);
+    const templates = new TemplateService(db, events, config.dataDir, { maxImageBytes: config.maxImageBytes });
     const clones = new CloneService(db, events, dataplane);
     const exportsService = new ExportService(db, events, dataplane, config.nqnPrefix);
     const desktopOps = new DesktopOps(db, dataplane, events, config.nqnPrefix);

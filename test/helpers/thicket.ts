@@ -47,6 +47,7 @@ export function testConfig(dataDir: string, databaseUrl: string | undefined): Co
     logLevel: 'silent',
     replicaCacheBytes: 16 * 1024 * 1024,
     journalBytes: 2 * 1024 * 1024,
+    maxImageBytes: 2 * 1024 ** 4,
   };
 }
 

@@ -297,6 +297,25 @@ describe.each(DATABASE_KINDS)('templates and versions (%s)', (kind) => {
       expect(results.map((r) => r.body.version).sort()).toEqual([1, 2, 3, 4]);
     });
 
+    it('rejects a qcow2 whose virtual size exceeds THICKET_MAX_IMAGE_BYTES with 422 IMAGE_TOO_LARGE before converting', async () => {
+      const dir = await temp.make();
+      const file = path.join(dir, 'huge.qcow2');
+      // A few hundred KiB on disk that declare 3 TiB.
+      await new Promise<void>((resolve, reject) => {
+        execFile('qemu-img', ['create', '-q', '-f', 'qcow2', file, '3T'], (err) => (err ? reject(err) : resolve()));
+      });
+      const template = await createTemplate(t);
+      for (const attempt of [() => uploadVersion(t, template.id, file, { format: 'qcow2' }), () => t.json('POST', `/api/v1/templates/${template.id}/versions`, { sourcePath: file, format: 'qcow2' })]) {
+        const { status, body } = await attempt();
+        expect(status).toBe(422);
+        expect(body.error.code).toBe('IMAGE_TOO_LARGE');
+        expect(body.error.details).toMatchObject({ virtualSizeBytes: 3 * 1024 ** 4, maxImageBytes: 2 * 1024 ** 4 });
+        expect(body.error.message).toContain('THICKET_MAX_IMAGE_BYTES');
+      }
+      expect(await listFilesRecursive(templateDir(template.id))).toEqual([]);
+      expect(await versionsOf(template.id)).toEqual([]);
+    });
+
     it.each([
       ['random bytes', async (dir: string) => {
         const file = path.join(dir, 'random.qcow2');

@@ -15,7 +15,9 @@ import { copySparse, hashFile } from '../../engine/sparse-copy.ts';
 import { SparseImageWriter } from '../../engine/sparse-image-writer.ts';
 import { AppError, errorMessage } from '../../errors.ts';
 import type { EventBus } from '../events/event-bus.ts';
-import { assertSelfContained, convertToRaw, QemuImgError, UnsafeImageError, type ImageFormat } from './qemu-img.ts';
+import { assertSelfContained, convertToRaw, imageInfo, QemuImgError, UnsafeImageError, type ImageFormat } from './qemu-img.ts';
+
+export const DEFAULT_MAX_IMAGE_BYTES = 2 * 1024 ** 4;
 
 export interface TemplateVersionDto {
   id: string;
@@ -72,10 +74,13 @@ export class TemplateService {
   #events: EventBus;
   readonly templatesDir: string;
 
-  constructor(db: Kysely<Database>, events: EventBus, dataDir: string) {
+  #maxImageBytes: number;
+
+  constructor(db: Kysely<Database>, events: EventBus, dataDir: string, options: { maxImageBytes?: number } = {}) {
     this.#db = db;
     this.#events = events;
     this.templatesDir = path.join(dataDir, 'templates');
+    this.#maxImageBytes = options.maxImageBytes ?? DEFAULT_MAX_IMAGE_BYTES;
   }
 
   versionImagePath(templateId: string, versionId: string): string {
@@ -277,6 +282,16 @@ export class TemplateService {
   async #convert(source: string, format: ImageFormat, destination: string, label?: string): Promise<void> {
     try {
       await assertSelfContained(source, format);
+      // A few KiB of qcow2 can declare petabytes: converting, hashing and promoting that would take hours
+      // and fill the disk with zero scans, so the declared size is checked before any of it starts.
+      const { virtualSizeBytes } = await imageInfo(source, format);
+      if (virtualSizeBytes > this.#maxImageBytes) {
+        throw new AppError('IMAGE_TOO_LARGE', `the ${format} image's virtual size ${virtualSizeBytes} bytes exceeds the limit of ${this.#maxImageBytes} bytes (THICKET_MAX_IMAGE_BYTES)`, {
+          format,
+          virtualSizeBytes,
+          maxImageBytes: this.#maxImageBytes,
+        });
+      }
       await convertToRaw(source, format, destination);
     } catch (err) {
       if (err instanceof UnsafeImageError) throw new AppError('IMAGE_INVALID', `refusing the ${format} image: ${err.message}`, { format, reason: err.message });
