@@ -27,13 +27,8 @@ interface Perf {
 }
 
 async function waitJob(t: TestThicket, id: string): Promise<void> {
-  for (let i = 0; i < 30_000; i++) {
-    const { body } = await t.json('GET', `/api/v1/jobs/${id}`);
-    if (body.state === 'succeeded') return;
-    if (body.state === 'failed' || body.state === 'cancelled') throw new Error(`job ${id} ${body.state}: ${JSON.stringify(body.error)}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`job ${id} did not finish`);
+  const job = await t.waitForJob(id, 600_000);
+  if (job.state !== 'succeeded') throw new Error(`job ${id} ${job.state}: ${JSON.stringify(job.error)}`);
 }
 
 const t = await startTestThicket('pglite', { logLevel: 'silent' });

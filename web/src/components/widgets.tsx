@@ -1,7 +1,8 @@
 // Small accessible building blocks shared by the pages.
 import type { ComponentChildren } from 'preact';
 import { useEffect, useRef } from 'preact/hooks';
-import { percent } from '../format.ts';
+import { bytes, percent } from '../format.ts';
+import type { StoragePool } from '../types.ts';
 
 export function ProgressBar(props: { label: string; value: number; max: number; text?: string }) {
   const pct = percent(props.value, props.max);
@@ -86,4 +87,20 @@ export function ConfirmDialog(props: { open: boolean; title: string; message: Co
 
 export function StateBadge(props: { state: string }) {
   return <span class={`badge state-${props.state}`}>{props.state}</span>;
+}
+
+/** The storage pool picker of the promote and create-pool forms: name, tier and free space. */
+export function StoragePoolField(props: { pools: StoragePool[]; value: string; onChange: (id: string) => void }) {
+  return (
+    <Field label="Storage pool">
+      <select name="storagePoolId" required value={props.value} onChange={(e) => props.onChange(e.currentTarget.value)}>
+        <option value="">Choose a storage pool…</option>
+        {props.pools.map((p) => (
+          <option key={p.id} value={p.id}>
+            {p.name} ({p.tier}, {bytes(p.usage.freeBytes)} free)
+          </option>
+        ))}
+      </select>
+    </Field>
+  );
 }

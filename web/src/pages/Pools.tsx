@@ -1,6 +1,6 @@
 import { useMemo, useState } from 'preact/hooks';
 import { api } from '../api.ts';
-import { Alert, Field, StateBadge } from '../components/widgets.tsx';
+import { StoragePoolField, Alert, Field, StateBadge } from '../components/widgets.tsx';
 import { bytes } from '../format.ts';
 import { navigate } from '../router.ts';
 import { useAction, useResource } from '../resource.ts';
@@ -71,16 +71,7 @@ function CreatePool(props: { replicas: Replica[]; storagePools: StoragePool[]; h
             ))}
           </select>
         </Field>
-        <Field label="Storage pool">
-          <select name="storagePoolId" required value={effectivePool} onChange={(e) => setStoragePoolId(e.currentTarget.value)}>
-            <option value="">Choose a storage pool…</option>
-            {props.storagePools.map((p) => (
-              <option key={p.id} value={p.id}>
-                {p.name} ({p.tier}, {bytes(p.usage.freeBytes)} free)
-              </option>
-            ))}
-          </select>
-        </Field>
+        <StoragePoolField pools={props.storagePools} value={effectivePool} onChange={setStoragePoolId} />
         <Field label="Size">
           <input name="size" type="number" min={0} max={100000} step={1} required value={size} onInput={(e) => setSize(e.currentTarget.value)} />
         </Field>

@@ -1,6 +1,6 @@
 import { useState } from 'preact/hooks';
 import { api, ApiError } from '../api.ts';
-import { Alert, ConfirmDialog, Field, StateBadge } from '../components/widgets.tsx';
+import { StoragePoolField, Alert, ConfirmDialog, Field, StateBadge } from '../components/widgets.tsx';
 import { bytes, when } from '../format.ts';
 import { useAction, useResource } from '../resource.ts';
 import type { Replica, StoragePool, Template } from '../types.ts';
@@ -41,16 +41,7 @@ function PromoteForm(props: { templates: Template[]; pools: StoragePool[] }) {
             ))}
           </select>
         </Field>
-        <Field label="Storage pool">
-          <select name="storagePoolId" required value={poolId} onChange={(e) => setPoolId(e.currentTarget.value)}>
-            <option value="">Choose a storage pool…</option>
-            {props.pools.map((p) => (
-              <option key={p.id} value={p.id}>
-                {p.name} ({p.tier}, {bytes(p.usage.freeBytes)} free)
-              </option>
-            ))}
-          </select>
-        </Field>
+        <StoragePoolField pools={props.pools} value={poolId} onChange={setPoolId} />
       </div>
       {queued ? <p role="status">Promotion of {queued} started; the replica appears below.</p> : null}
       <Alert message={action.error} />
