@@ -93,6 +93,8 @@ export interface JobsTable {
   attempts: Generated<number>;
   claimed_by: string | null;
   heartbeat_at: Date | null;
+  /** Claim order among jobs queued at the same instant (FIFO). */
+  queue_seq: Generated<number>;
   created_at: Timestamp;
   started_at: Date | null;
   finished_at: Date | null;

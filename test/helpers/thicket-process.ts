@@ -10,6 +10,7 @@ import { ROOT } from '../../src/thicket.ts';
 export const NODE = path.join(ROOT, 'node_modules/.bin/node');
 const MAIN = path.join(ROOT, 'src/main.ts');
 export const PROCESS_TOKEN = 'process-test-admin-token-0123456789';
+export const PROCESS_SECRET_KEY = '5e'.repeat(32);
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -54,6 +55,8 @@ export class ThicketProcess {
       THICKET_NVME_PORT: String(this.nvmePort),
       THICKET_DISCOVERY_PORT: String(this.discoveryPort),
       THICKET_ADMIN_TOKEN: PROCESS_TOKEN,
+      // Processes sharing one PostgreSQL must share the key that encrypts hosts' SSH keys.
+      THICKET_SECRET_KEY: PROCESS_SECRET_KEY,
       THICKET_LOG_LEVEL: 'warn',
       THICKET_JOURNAL_BYTES: String(4 * 1024 * 1024),
       ...this.#env,

@@ -194,5 +194,6 @@ function replicaInUse(id: string, clones: Array<{ id: string; name: string }>, d
   const holders: string[] = [];
   if (desktopPools.length) holders.push(`desktop pool(s) ${desktopPools.map((p) => p.name).join(', ')}`);
   if (clones.length) holders.push(`${clones.length} clone(s)`);
-  return new AppError('REPLICA_IN_USE', `replica ${id} is held by ${holders.join(' and ')}; delete or recompose them first`, { desktopPools, clones });
+  // details keeps the documented {clones} shape; desktopPools is added only when there are some.
+  return new AppError('REPLICA_IN_USE', `replica ${id} is held by ${holders.join(' and ')}; delete or recompose them first`, desktopPools.length ? { clones, desktopPools } : { clones });
 }

@@ -49,7 +49,7 @@ export class JobRepository {
       UPDATE jobs SET state = 'running', claimed_by = ${runnerId}, heartbeat_at = now(),
         started_at = coalesce(started_at, now()), attempts = attempts + 1
       WHERE id = (
-        SELECT id FROM jobs WHERE state = 'queued' ORDER BY created_at, id
+        SELECT id FROM jobs WHERE state = 'queued' ORDER BY created_at, queue_seq
         FOR UPDATE SKIP LOCKED LIMIT 1
       )
       RETURNING *`.execute(db);

@@ -6,7 +6,7 @@ import { useAction, useResource } from '../resource.ts';
 import type { Replica, StoragePool, Template } from '../types.ts';
 
 interface Holders {
-  desktopPools: Array<{ id: string; name: string }>;
+  desktopPools?: Array<{ id: string; name: string }>;
   clones: Array<{ id: string; name: string }>;
 }
 
@@ -128,9 +128,9 @@ export function Replicas() {
       <Alert message={replicas.error ?? pools.error ?? templates.error} />
       <PromoteForm templates={templates.data ?? []} pools={pools.data ?? []} />
       <Alert message={act.error}>
-        {holders && (holders.desktopPools.length > 0 || holders.clones.length > 0) ? (
+        {holders && ((holders.desktopPools?.length ?? 0) > 0 || holders.clones.length > 0) ? (
           <ul>
-            {holders.desktopPools.map((p) => (
+            {(holders.desktopPools ?? []).map((p) => (
               <li key={p.id}>
                 Desktop pool <a href={`/pools/${p.id}`}>{p.name}</a>
               </li>
