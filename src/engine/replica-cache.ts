@@ -19,6 +19,18 @@ import type { ReplicaImage } from './replica-image.ts';
 export const DEFAULT_REPLICA_CACHE_BYTES = 256 * 1024 * 1024;
 
 const MAX_SEGMENT_BLOCKS = 256;
+/** Accesses per hit-ratio sample. */
+const WINDOW_BLOCKS = 8192;
+/**
+ * Below this hit ratio, once the ring has wrapped, the cache is thrashing (random reads over more than it
+ * holds): a miss is then stored only if the same block missed recently (a doorkeeper), so one-off reads go
+ * straight to the caller instead of costing an insert and an eviction each. A boot storm (hundreds of
+ * clones reading the same blocks) hits far more often and is admitted as before.
+ */
+const THRASH_HIT_RATIO = 0.75;
+/** Entries of the doorkeeper: fingerprints of recently missed, not admitted blocks (direct-mapped; small,
+ * so only a block missed again soon, i.e. hot, gets in while thrashing). */
+const GHOST_ENTRIES = 1 << 12;
 /** Longest run of missing blocks read in one device read. */
 const MAX_RUN_BLOCKS = 32;
 
@@ -27,6 +39,8 @@ export interface ReplicaCacheStats {
   misses: number;
   deviceReads: number;
   deviceBytes: number;
+  /** Missed blocks read past the cache while it was thrashing. */
+  bypassed: number;
   cachedBytes: number;
   capacityBytes: number;
 }
@@ -49,7 +63,13 @@ export class ReplicaCache {
   #current = 0;
   #fill = 0;
   #blocks = 0;
-  stats = { hits: 0, misses: 0, deviceReads: 0, deviceBytes: 0 };
+  /** Set once a segment was reused: from then on every insert evicts. */
+  #wrapped = false;
+  #windowAccesses = 0;
+  #windowHits = 0;
+  #thrashing = false;
+  readonly #ghost = new Int32Array(GHOST_ENTRIES);
+  stats = { hits: 0, misses: 0, deviceReads: 0, deviceBytes: 0, bypassed: 0 };
 
   constructor(capacityBytes = DEFAULT_REPLICA_CACHE_BYTES) {
     this.capacityBytes = capacityBytes;
@@ -81,8 +101,8 @@ export class ReplicaCache {
    * that sit next to each other in memory as one view, missing runs read with one device read each.
    * Callers must never write into the views.
    */
-  read(replica: ReplicaImage, lba: number, n: number, out: Buffer[]): void {
-    this.#access(replica, lba, n, out, undefined);
+  read(replica: ReplicaImage, lba: number, n: number, out: Buffer[], spare?: Buffer): void {
+    this.#access(replica, lba, n, out, undefined, spare);
   }
 
   /** Copies blocks [lba, lba+n) of the replica into dest (at least n blocks long), through the cache. */
@@ -90,7 +110,11 @@ export class ReplicaCache {
     this.#access(replica, lba, n, undefined, dest);
   }
 
-  #access(replica: ReplicaImage, lba: number, n: number, out: Buffer[] | undefined, dest: Buffer | undefined): void {
+  /**
+   * `spare` (views only): memory of at least n blocks the caller lends for blocks read past the cache
+   * (see THRASH_HIT_RATIO); without it such blocks get new memory.
+   */
+  #access(replica: ReplicaImage, lba: number, n: number, out: Buffer[] | undefined, dest: Buffer | undefined, spare?: Buffer): void {
     if (this.#segCount === 0) {
       const buf = dest ? dest.subarray(0, n * BLOCK_SIZE_BYTES) : Buffer.allocUnsafe(n * BLOCK_SIZE_BYTES);
       replica.readInto(lba, n, buf);
@@ -123,11 +147,26 @@ export class ReplicaCache {
           out!.push(seg.subarray(off, off + m * BLOCK_SIZE_BYTES));
         }
         this.stats.hits += m;
+        this.#count(m, m);
         i += m;
         continue;
       }
       let m = 1;
       while (i + m < n && m < MAX_RUN_BLOCKS && this.#find(rslot, lba + i + m) < 0) m++;
+      this.#count(m, 0);
+      if (this.#thrashing && !this.#admit(rslot, lba + i)) {
+        const bytes = m * BLOCK_SIZE_BYTES;
+        const at = i * BLOCK_SIZE_BYTES;
+        const into = dest ? dest.subarray(at, at + bytes) : spare && spare.length >= at + bytes ? spare.subarray(at, at + bytes) : Buffer.allocUnsafe(bytes);
+        replica.readInto(lba + i, m, into);
+        this.stats.misses += m;
+        this.stats.bypassed += m;
+        this.stats.deviceReads++;
+        this.stats.deviceBytes += bytes;
+        if (!dest) out!.push(into);
+        i += m;
+        continue;
+      }
       if (this.#fill >= segBlocks) this.#advance();
       // The run is cut at the end of the segment; the rest is read on the next turn of the loop.
       m = Math.min(m, segBlocks - this.#fill);
@@ -169,6 +208,7 @@ export class ReplicaCache {
     this.#segBuf[next] = buf;
     this.#segExported[next] = 0;
     if (!old) return;
+    this.#wrapped = true;
     const base = next * segBlocks;
     // Second chance for blocks hit since they were stored, up to half the segment so a miss always
     // finds room. Copies move towards the segment's start, never over a slot not yet visited.
@@ -197,6 +237,31 @@ export class ReplicaCache {
         this.#blocks--;
       }
     }
+  }
+
+  /** Counts accesses and hits; every WINDOW_BLOCKS decides whether the cache is thrashing. */
+  #count(blocks: number, hits: number): void {
+    this.#windowAccesses += blocks;
+    this.#windowHits += hits;
+    if (this.#windowAccesses < WINDOW_BLOCKS) return;
+    this.#thrashing = this.#wrapped && this.#windowHits < THRASH_HIT_RATIO * this.#windowAccesses;
+    this.#windowAccesses = 0;
+    this.#windowHits = 0;
+  }
+
+  /** While thrashing: admit a missed block only on its second miss in a while (the doorkeeper). */
+  #admit(rslot: number, lba: number): boolean {
+    const lo = lba | 0;
+    const hi = (lba / 4294967296) | 0;
+    const h = Math.imul(lo ^ Math.imul(rslot, 0x9e3779b1) ^ Math.imul(hi, 0x27d4eb2f), 0x85ebca6b);
+    const fp = (h ^ (h >>> 15)) | 1;
+    const g = (h >>> 16) & (GHOST_ENTRIES - 1);
+    if (this.#ghost[g] === fp) {
+      this.#ghost[g] = 0;
+      return true;
+    }
+    this.#ghost[g] = fp;
+    return false;
   }
 
   /** Drops a replica's blocks (it was closed or its bytes may differ). */
