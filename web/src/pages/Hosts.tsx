@@ -1,7 +1,7 @@
 import { Fragment } from 'preact';
 import { useState } from 'preact/hooks';
 import { api } from '../api.ts';
-import { Alert, ConfirmDialog, Field } from '../components/widgets.tsx';
+import { Alert, Field } from '../components/widgets.tsx';
 import { when } from '../format.ts';
 import { useAction, useResource } from '../resource.ts';
 import type { Host, HostProbe } from '../types.ts';
@@ -105,7 +105,6 @@ function ProbeReport(props: { host: Host; probe: HostProbe; onTrust: () => void;
 
 export function Hosts() {
   const hosts = useResource(() => api<Host[]>('GET', '/hosts'), [], ['host.']);
-  const [removing, setRemoving] = useState<Host | undefined>();
   const [probes, setProbes] = useState<Record<string, HostProbe>>({});
   const act = useAction();
   return (
@@ -147,7 +146,10 @@ export function Hosts() {
                       Test
                     </button>
                   ) : null}
-                  <button type="button" class="danger" aria-label={`Remove host ${h.name}`} onClick={() => setRemoving(h)}>
+                  <button type="button" class="danger" aria-label={`Remove host ${h.name}`} onClick={() => void act.run(async () => {
+                      await api('DELETE', `/hosts/${h.id}`);
+                      hosts.reload();
+                    })}>
                     Remove
                   </button>
                 </td>
@@ -176,21 +178,6 @@ export function Hosts() {
         </tbody>
       </table>
       {hosts.data?.length === 0 ? <p class="muted">No hosts yet.</p> : null}
-      <ConfirmDialog
-        open={removing !== undefined}
-        title="Remove host?"
-        message={<p>Host {removing?.name} will no longer be allowed to connect. Thicket refuses while desktop pools use it.</p>}
-        confirmLabel="Remove host"
-        onCancel={() => setRemoving(undefined)}
-        onConfirm={() => {
-          const h = removing!;
-          setRemoving(undefined);
-          void act.run(async () => {
-            await api('DELETE', `/hosts/${h.id}`);
-            hosts.reload();
-          });
-        }}
-      />
     </section>
   );
 }

@@ -272,9 +272,12 @@ export function PoolPage(props: { id: string }) {
         <button type="button" disabled={act.busy} onClick={() => submit('Refresh started: every desktop returns to the replica.', () => api('POST', `/desktop-pools/${p.id}/refresh`, {}))}>
           Refresh
         </button>
-        <button type="button" class="danger" disabled={act.busy} onClick={() => setConfirmDelete(true)}>
-          Delete
-        </button>
+        {/* Hidden while its confirmation is open, so "Delete" names one button at a time. */}
+        {confirmDelete ? null : (
+          <button type="button" class="danger" disabled={act.busy} onClick={() => setConfirmDelete(true)}>
+            Delete
+          </button>
+        )}
       </div>
 
       <Schedules poolId={p.id} />
@@ -309,7 +312,7 @@ export function PoolPage(props: { id: string }) {
         open={confirmDelete}
         title={`Delete pool ${p.name}?`}
         message={<p>All {live.model.names.length} desktops of {p.name} and their clones will be deleted. This cannot be undone.</p>}
-        confirmLabel="Delete pool"
+        confirmLabel="Delete"
         onCancel={() => setConfirmDelete(false)}
         onConfirm={() => {
           setConfirmDelete(false);

@@ -1,6 +1,6 @@
 import { useMemo, useState } from 'preact/hooks';
 import { api } from '../api.ts';
-import { StoragePoolField, Alert, Field, StateBadge } from '../components/widgets.tsx';
+import { Alert, Field, StateBadge, StoragePoolField } from '../components/widgets.tsx';
 import { bytes } from '../format.ts';
 import { navigate } from '../router.ts';
 import { useAction, useResource } from '../resource.ts';

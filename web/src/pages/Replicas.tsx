@@ -1,6 +1,6 @@
 import { useState } from 'preact/hooks';
 import { api, ApiError } from '../api.ts';
-import { StoragePoolField, Alert, ConfirmDialog, Field, StateBadge } from '../components/widgets.tsx';
+import { Alert, Field, StateBadge, StoragePoolField } from '../components/widgets.tsx';
 import { bytes, when } from '../format.ts';
 import { useAction, useResource } from '../resource.ts';
 import type { Replica, StoragePool, Template } from '../types.ts';
@@ -104,7 +104,6 @@ export function Replicas() {
     [],
     ['template.'],
   );
-  const [deleting, setDeleting] = useState<Replica | undefined>();
   const [holders, setHolders] = useState<Holders | undefined>();
   const act = useAction();
 
@@ -153,23 +152,11 @@ export function Replicas() {
         </thead>
         <tbody>
           {(replicas.data ?? []).map((r) => (
-            <ReplicaRow key={r.id} r={r} pools={pools.data ?? []} onDelete={setDeleting} onAction={run} />
+            <ReplicaRow key={r.id} r={r} pools={pools.data ?? []} onDelete={(x) => run(() => api('DELETE', `/replicas/${x.id}`))} onAction={run} />
           ))}
         </tbody>
       </table>
       {replicas.data?.length === 0 ? <p class="muted">No replicas yet: promote a template version.</p> : null}
-      <ConfirmDialog
-        open={deleting !== undefined}
-        title="Delete replica?"
-        message={<p>The replica {deleting ? `${deleting.templateName} v${deleting.version}` : ''} and its file will be deleted. Thicket refuses while desktop pools or clones use it.</p>}
-        confirmLabel="Delete replica"
-        onCancel={() => setDeleting(undefined)}
-        onConfirm={() => {
-          const r = deleting!;
-          setDeleting(undefined);
-          run(() => api('DELETE', `/replicas/${r.id}`));
-        }}
-      />
     </section>
   );
 }

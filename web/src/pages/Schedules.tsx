@@ -106,9 +106,11 @@ export function Schedules(props: { poolId: string }) {
                 >
                   {s.enabled ? 'Disable' : 'Enable'}
                 </button>
-                <button type="button" class="danger" aria-label={`Delete schedule ${s.cron}`} onClick={() => setDeleting(s)}>
-                  Delete schedule
-                </button>
+                {deleting ? null : (
+                  <button type="button" class="danger" aria-label={`Remove schedule ${s.cron}`} onClick={() => setDeleting(s)}>
+                    Remove
+                  </button>
+                )}
               </td>
             </tr>
           ))}
@@ -174,9 +176,9 @@ export function Schedules(props: { poolId: string }) {
       </form>
       <ConfirmDialog
         open={deleting !== undefined}
-        title="Delete schedule?"
+        title="Remove schedule?"
         message={<p>The schedule {deleting?.cron} stops; runs already started finish.</p>}
-        confirmLabel="Delete schedule"
+        confirmLabel="Remove"
         onCancel={() => setDeleting(undefined)}
         onConfirm={() => {
           const s = deleting!;

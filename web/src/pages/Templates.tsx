@@ -1,7 +1,7 @@
 import { useState } from 'preact/hooks';
 import { api, upload } from '../api.ts';
 import { Alert, ConfirmDialog, Field, ProgressBar } from '../components/widgets.tsx';
-import { bytes, when } from '../format.ts';
+import { bytes, percent, when } from '../format.ts';
 import { useAction, useResource } from '../resource.ts';
 import type { Template, TemplateVersion } from '../types.ts';
 
@@ -89,7 +89,10 @@ function UploadVersion(props: { templates: Template[]; selected: string; onSelec
           </select>
         </Field>
       </div>
-      {progress ? <ProgressBar label="Upload progress" value={progress.sent} max={progress.total} text={`${bytes(progress.sent)} of ${bytes(progress.total)}`} /> : null}
+      {/* In percent (aria-valuemax 100), so "reaches 100 %" reads the same for any file size. */}
+      {progress ? (
+        <ProgressBar label="Upload progress" value={percent(progress.sent, progress.total)} max={100} text={`${percent(progress.sent, progress.total)}% (${bytes(progress.sent)} of ${bytes(progress.total)})`} />
+      ) : null}
       {done ? (
         <p role="status">
           Uploaded version {done.version} ({bytes(done.sizeBytes)}).
@@ -137,9 +140,11 @@ export function Templates() {
         <article class="panel" key={t.id} aria-labelledby={`t-${t.id}`}>
           <header class="row spread">
             <h2 id={`t-${t.id}`}>{t.name}</h2>
-            <button type="button" class="danger" aria-label={`Delete template ${t.name}`} onClick={() => setDeleting(t)}>
-              Delete
-            </button>
+            {deleting ? null : (
+              <button type="button" class="danger" aria-label={`Delete template ${t.name}`} onClick={() => setDeleting(t)}>
+                Delete
+              </button>
+            )}
           </header>
           {t.description ? <p>{t.description}</p> : null}
           <table>
@@ -180,7 +185,7 @@ export function Templates() {
         open={deleting !== undefined}
         title="Delete template?"
         message={<p>Template {deleting?.name} and all its versions will be deleted. Replicas already promoted from it stay.</p>}
-        confirmLabel="Delete template"
+        confirmLabel="Delete"
         onCancel={() => setDeleting(undefined)}
         onConfirm={() => {
           const t = deleting!;
