@@ -116,7 +116,9 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
     const desktopOps = new DesktopOps(db, dataplane, events, config.nqnPrefix);
     // Hosts dial the target at its advertised address; the API URL is known once the server listens.
     let targetPort = 0;
-    let apiUrl = '';
+    // Known before the server listens unless the port is picked at random (tests): jobs resumed at
+    // start-up may install the libvirt hook before the server is up, and it must not get an empty URL.
+    let apiUrl = config.httpPort ? `http://${config.httpHost.includes(':') ? `[${config.httpHost}]` : config.httpHost}:${config.httpPort}` : '';
     const hookRunner = new HookRunner({
       ...options.hooks,
       templatesDir: path.join(ROOT, 'templates'),

@@ -214,7 +214,7 @@ export class HookRunner {
 
   /** The libvirt qemu hook script installed on a host: its API URL and token, then the template. */
   qemuHookScript(host: HookHost): string {
-    const vars = renderShellVars({ THICKET_API_URL: this.#options.apiUrl(), THICKET_HOST_TOKEN: this.#options.hostToken(host.id) });
+    const vars = renderShellVars({ THICKET_API_URL: this.#options.apiUrl(), THICKET_HOST_TOKEN: this.#options.hostToken(host.id), THICKET_STATE_DIR: this.#options.stateDir });
     return `#!/bin/sh\n# Installed by Thicket for host ${host.id}; rewritten on every attach.\n${vars}${this.templates.read('hooks/libvirt/qemu-hook.sh').trimEnd()}`;
   }
 
@@ -282,12 +282,14 @@ export class HookRunner {
   }
 
   async #once(host: HookHost, script: string, attempt: number): Promise<HookOutcome> {
-    return this.#total.use(async () => {
-      const c = this.#connection(host);
-      c.users++;
-      if (c.idleTimer) clearTimeout(c.idleTimer);
-      try {
-        return await c.limit.use(async () => {
+    // The host's own slot first, then a global one: runs queued behind a slow host's limit must not sit
+    // on global slots that other hosts could use meanwhile.
+    const c = this.#connection(host);
+    c.users++;
+    if (c.idleTimer) clearTimeout(c.idleTimer);
+    try {
+      return await c.limit.use(() =>
+        this.#total.use(async () => {
           let session: SshSession;
           try {
             session = await c.session;
@@ -304,15 +306,15 @@ export class HookRunner {
             if (err instanceof SshConnectError) this.#drop(host.id, c);
             return failure(err, attempt);
           }
-        });
-      } finally {
-        c.users--;
-        if (c.users === 0 && this.#connections.get(host.id) === c) {
-          c.idleTimer = setTimeout(() => this.#drop(host.id, c), this.#options.idleCloseMs);
-          c.idleTimer.unref();
-        }
+        }),
+      );
+    } finally {
+      c.users--;
+      if (c.users === 0 && this.#connections.get(host.id) === c) {
+        c.idleTimer = setTimeout(() => this.#drop(host.id, c), this.#options.idleCloseMs);
+        c.idleTimer.unref();
       }
-    });
+    }
   }
 
   async close(): Promise<void> {
@@ -333,5 +335,7 @@ function failure(err: unknown, attempt: number): HookOutcome {
 
 /** The libvirt domain name of a desktop: unique per host because pool names are unique. */
 export function domainName(poolName: string, desktop: string): string {
-  return `${poolName}--${desktop}`;
+  // "+" is not allowed in pool or desktop names, so no two (pool, desktop) pairs share a domain name
+  // ("--" could: pool "lab" with desktop "x--1" and pool "lab--x" with desktop "1").
+  return `${poolName}+${desktop}`;
 }

@@ -47,34 +47,41 @@ export class DesktopHooks {
     if (unplaced.length === 0) return desktops;
     const hosts = await this.hookHosts(pool.id);
     if (hosts.length === 0) return desktops;
-    const total = await ops.hosts.desktopCounts(ops.db, hosts.map((h) => h.id));
-    const mine = new Map<string, number>();
-    for (const r of await ops.db.selectFrom('desktops').select(['host_id', sql<number>`count(*)::int4`.as('n')]).where('pool_id', '=', pool.id).where('host_id', 'is not', null).groupBy('host_id').execute()) {
-      mine.set(r.host_id!, Number(r.n));
-    }
-    const byHost = new Map<string, string[]>();
-    const placed = new Map<string, string>();
-    for (const d of unplaced) {
-      let best: HostRow | undefined;
-      for (const h of hosts) {
-        const t = total.get(h.id) ?? 0;
-        if (h.max_desktops !== null && t >= h.max_desktops) continue;
-        if (!best) {
-          best = h;
-          continue;
-        }
-        const bm = mine.get(best.id) ?? 0;
-        const hm = mine.get(h.id) ?? 0;
-        if (hm < bm || (hm === bm && t < (total.get(best.id) ?? 0))) best = h;
+    // Counting and placing under a lock on the hosts: two pools growing on one host at the same time
+    // (two jobs, or two processes) cannot both take its last free places.
+    return ops.db.transaction().execute(async (trx) => {
+      await sql`SELECT id FROM hosts WHERE id = ANY(${hosts.map((h) => h.id)}::uuid[]) ORDER BY id FOR UPDATE`.execute(trx);
+      const total = await ops.hosts.desktopCounts(trx, hosts.map((h) => h.id));
+      const mine = new Map<string, number>();
+      for (const r of await trx.selectFrom('desktops').select(['host_id', sql<number>`count(*)::int4`.as('n')]).where('pool_id', '=', pool.id).where('host_id', 'is not', null).groupBy('host_id').execute()) {
+        mine.set(r.host_id!, Number(r.n));
       }
-      if (!best) throw new AppError('HOSTS_FULL', `the hosts of pool ${pool.name} have no room for more desktops (maxDesktops reached)`);
-      total.set(best.id, (total.get(best.id) ?? 0) + 1);
-      mine.set(best.id, (mine.get(best.id) ?? 0) + 1);
-      byHost.set(best.id, [...(byHost.get(best.id) ?? []), d.id]);
-      placed.set(d.id, best.id);
-    }
-    for (const [hostId, ids] of byHost) await ops.db.updateTable('desktops').set({ host_id: hostId }).where('id', 'in', ids).execute();
-    return desktops.map((d) => (placed.has(d.id) ? { ...d, host_id: placed.get(d.id)! } : d));
+      const byHost = new Map<string, string[]>();
+      const placed = new Map<string, string>();
+      for (const d of unplaced) {
+        let best: HostRow | undefined;
+        for (const h of hosts) {
+          const t = total.get(h.id) ?? 0;
+          if (h.max_desktops !== null && t >= h.max_desktops) continue;
+          if (!best) {
+            best = h;
+            continue;
+          }
+          const bm = mine.get(best.id) ?? 0;
+          const hm = mine.get(h.id) ?? 0;
+          if (hm < bm || (hm === bm && t < (total.get(best.id) ?? 0))) best = h;
+        }
+        if (!best) throw new AppError('HOSTS_FULL', `the hosts of pool ${pool.name} have no room for more desktops (maxDesktops reached)`);
+        total.set(best.id, (total.get(best.id) ?? 0) + 1);
+        mine.set(best.id, (mine.get(best.id) ?? 0) + 1);
+        const list = byHost.get(best.id);
+        if (list) list.push(d.id);
+        else byHost.set(best.id, [d.id]);
+        placed.set(d.id, best.id);
+      }
+      for (const [hostId, ids] of byHost) await trx.updateTable('desktops').set({ host_id: hostId }).where('id', 'in', ids).execute();
+      return desktops.map((d) => (placed.has(d.id) ? { ...d, host_id: placed.get(d.id)! } : d));
+    });
   }
 
   async #targets(pool: DesktopPoolRow, desktops: DesktopRow[]): Promise<Map<string, HookDesktop>> {
@@ -128,10 +135,14 @@ export class DesktopHooks {
     return results;
   }
 
-  /** Detaches attached desktops; those whose hook failed stay attached (and are returned as failed). */
+  /**
+   * Detaches desktops placed on hosts; those whose hook failed stay attached (and are returned as failed).
+   * Not only those marked attached: an attach that failed half-way (linked, defined, but the VM did not
+   * start) left things on the host too, and the detach hooks are safe to run for what is not there.
+   */
   async detach(pool: DesktopPoolRow, desktops: DesktopRow[]): Promise<DesktopHookResult[]> {
     const ops = this.#ops;
-    const results = await this.#runAll(pool, 'detach', desktops.filter((d) => d.attached));
+    const results = await this.#runAll(pool, 'detach', desktops.filter((d) => d.host_id));
     const ok = results.filter((r) => r.outcome.ok).map((r) => r.desktop.id);
     if (ok.length) await ops.db.updateTable('desktops').set({ attached: false }).where('id', 'in', ok).execute();
     return results;

@@ -1,7 +1,7 @@
 // Desktop pools as operators see them. Requests are validated here and turned into jobs; the jobs in
 // pool-jobs.ts do the work in bursts.
 import { randomUUID } from 'node:crypto';
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type { Database, DesktopPoolRow, DesktopRow, DesktopState, JobRow } from '../../db/schema.ts';
 import { JobRepository } from '../../db/repositories/job.repository.ts';
 import { isUniqueViolation } from '../../db/repositories/executor.ts';
@@ -321,9 +321,17 @@ export class DesktopPoolService {
     return (await this.#desktopDtos(pool.id, [now]))[0];
   }
 
-  async #resetOnLogoff(pool: DesktopPoolRow, d: DesktopRow, vmMayRun: boolean): Promise<void> {
+  async #resetOnLogoff(pool: DesktopPoolRow, seen: DesktopRow, vmMayRun: boolean): Promise<void> {
     const ops = this.#ops;
-    await ops.setStates(pool.id, [d], 'refreshing');
+    // Taken atomically: a scheduled wave or another report claiming the same desktop at the same moment
+    // gets it or leaves it, never both resetting it.
+    const claimed = await sql<DesktopRow>`
+      UPDATE desktops SET state = 'refreshing', updated_at = now()
+      WHERE id = ${seen.id} AND state NOT IN ('refreshing', 'provisioning')
+      RETURNING *`.execute(this.#db);
+    const d = claimed.rows[0];
+    if (!d) throw new AppError('CONFLICT', `desktop "${seen.name}" is already being reset or provisioned`);
+    ops.stateEvents.push(pool.id, [{ name: d.name, cloneId: d.clone_id, state: 'refreshing' }]);
     const reset = async (list: DesktopRow[]): Promise<Set<string>> => {
       if (list.length === 0) return new Set();
       const results = await ops.dataplane.call('resetClones', { ids: list.map((x) => x.clone_id) });

@@ -33,6 +33,7 @@ export class Scheduler {
   #syncing: Promise<void> | undefined;
   #syncAgain = false;
   #stopped = true;
+  readonly #inFlight = new Set<Promise<void>>();
   #options: Required<SchedulerOptions>;
 
   constructor(service: ScheduleService, options: SchedulerOptions = {}) {
@@ -53,6 +54,8 @@ export class Scheduler {
     await this.#syncing;
     for (const a of this.#armed.values()) a.task.stop();
     this.#armed.clear();
+    // A tick already firing finishes its transaction before the database may be closed.
+    await Promise.allSettled([...this.#inFlight]);
   }
 
   /** Re-reads the schedules and arms, re-arms or disarms; concurrent calls coalesce. */
@@ -116,6 +119,16 @@ export class Scheduler {
 
   async #tick(row: ScheduleRow, slot: Date): Promise<void> {
     if (this.#stopped) return;
+    const run = this.#fireTick(row, slot);
+    this.#inFlight.add(run);
+    try {
+      await run;
+    } finally {
+      this.#inFlight.delete(run);
+    }
+  }
+
+  async #fireTick(row: ScheduleRow, slot: Date): Promise<void> {
     try {
       const r = await this.#service.fire(row.id, slot, 'tick', row);
       if (r.outcome === 'queued') this.#options.log.info({ scheduleId: row.id, scheduledFor: slot.toISOString(), jobId: r.jobId }, 'scheduled run queued');

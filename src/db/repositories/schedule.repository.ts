@@ -95,7 +95,8 @@ export class ScheduleRepository {
 
   /**
    * Takes desktops for a wave: only those still in one of `from` states become `refreshing`, atomically,
-   * so a desktop a broker marks in use at the same moment is either taken before or left alone.
+   * so a desktop a broker marks in use at the same moment is either taken before or left alone. Rows come
+   * back whole (with the state they had): the hooks need host_id and attached to power VMs off.
    */
   async claimDesktops(db: Executor, ids: string[], from: DesktopState[]): Promise<DesktopRow[]> {
     if (ids.length === 0) return [];
@@ -103,8 +104,7 @@ export class ScheduleRepository {
       UPDATE desktops d SET state = 'refreshing', updated_at = now()
       FROM (SELECT id, state FROM desktops WHERE id = ANY(${ids}::uuid[]) FOR UPDATE) old
       WHERE d.id = old.id AND old.state = ANY(${from}::text[])
-      RETURNING d.id, d.pool_id, d.idx, d.name, d.clone_id, d.subsystem_id, d.nsid, old.state AS state,
-        d.undo_clone_id, d.undo_until, d.job_id, d.updated_at`.execute(db);
+      RETURNING d.*, old.state AS state`.execute(db);
     return r.rows;
   }
 

@@ -5,6 +5,8 @@ virt() { virsh -q -c "$THICKET_LIBVIRT_URI" "$@"; }
 mkdir -p "$THICKET_LIBVIRT_HOOK_DIR" "$THICKET_STATE_DIR/domains"
 hook="$THICKET_LIBVIRT_HOOK_DIR/thicket"
 if [ ! -f "$hook" ] || [ "$(cat "$hook")" != "$THICKET_QEMU_HOOK" ]; then
+  # The script holds this host's token: never readable by others, not even while it is written.
+  umask 077
   printf '%s\n' "$THICKET_QEMU_HOOK" >"$hook.tmp"
   chmod 0700 "$hook.tmp"
   mv -f "$hook.tmp" "$hook"

@@ -2,7 +2,11 @@
 have virsh || die "virsh is not installed on this host"
 virt() { virsh -q -c "$THICKET_LIBVIRT_URI" "$@"; }
 case "$(virt domstate "$THICKET_DOMAIN" 2>/dev/null || echo missing)" in
-  running | paused | "in shutdown") out=$(virt destroy "$THICKET_DOMAIN" 2>&1) || die "virsh destroy $THICKET_DOMAIN failed: $out" ;;
+  running | paused | "in shutdown")
+    mkdir -p "$THICKET_STATE_DIR/domains"
+    : >"$THICKET_STATE_DIR/domains/$THICKET_DOMAIN.thicket-stop"
+    out=$(virt destroy "$THICKET_DOMAIN" 2>&1) || die "virsh destroy $THICKET_DOMAIN failed: $out"
+    ;;
 esac
 if ! virt dominfo "$THICKET_DOMAIN" >/dev/null 2>&1; then
   mkdir -p "$THICKET_STATE_DIR/domains"

@@ -10,4 +10,5 @@ case "$(virt domstate "$THICKET_DOMAIN" 2>/dev/null || true)" in
   running | paused) ;;
   *) out=$(virt start "$THICKET_DOMAIN" 2>&1) || die "virsh start $THICKET_DOMAIN failed: $out" ;;
 esac
+rm -f "$THICKET_STATE_DIR/domains/$THICKET_DOMAIN.was-running"
 echo "domain $THICKET_DOMAIN running"
