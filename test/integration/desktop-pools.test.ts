@@ -7,6 +7,7 @@ import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NvmeTcpHost } from '../../src/nvmeof/host/nvme-tcp-host.ts';
 import { DATABASE_KINDS } from '../helpers/databases.ts';
+import { withDirectDb } from '../helpers/registry-fixtures.ts';
 import { startTestThicket, type TestThicket } from '../helpers/thicket.ts';
 
 const MiB = 1024 * 1024;
@@ -186,6 +187,43 @@ describe.each(DATABASE_KINDS)('desktop pools (%s)', (kind) => {
       expect((await host.read(1, 3, 1)).equals(Buffer.alloc(4096, 0x5a))).toBe(true);
       const again = await t.json('POST', `/api/v1/desktop-pools/${gid}/desktops/g-1/undo-refresh`);
       expect(again.status).toBe(409);
+    } finally {
+      await host.close();
+    }
+  });
+
+  it('keeps the pre-refresh clone for undo when a grace-period refresh is run again after a crash', async () => {
+    const res = await t.json('POST', '/api/v1/desktop-pools', {
+      name: 'grace2',
+      replicaId: replicaV2,
+      storagePoolId: fastPool,
+      size: 1,
+      namePattern: 'h-{n}',
+      hostIds: [hostId],
+      refreshGraceSeconds: 600,
+    });
+    await t.waitForJob(res.body.job.id);
+    const gid = res.body.pool.id;
+    const nqn = 'nqn.2026-11.io.thicket:grace2';
+    let host = await NvmeTcpHost.connect({ address: '127.0.0.1', port: t.instance.nvmePort, subnqn: nqn, hostnqn: HOSTNQN });
+    try {
+      await host.write(1, 5, Buffer.alloc(4096, 0x6b));
+      await host.flush(1);
+    } finally {
+      await host.close();
+    }
+    const r = await t.json('POST', `/api/v1/desktop-pools/${gid}/refresh`, {});
+    expect((await t.waitForJob(r.body.job.id)).state).toBe('succeeded');
+    // The process died after swapping but before recording the job's end: the same job runs again.
+    await withDirectDb(t, (db) => db.updateTable('jobs').set({ state: 'queued', claimed_by: null, finished_at: null }).where('id', '=', r.body.job.id).execute());
+    t.instance.jobs.kick();
+    expect((await t.waitForJob(r.body.job.id)).state).toBe('succeeded');
+    const undo = await t.json('POST', `/api/v1/desktop-pools/${gid}/desktops/h-1/undo-refresh`);
+    expect(undo.status).toBe(200);
+    host = await NvmeTcpHost.connect({ address: '127.0.0.1', port: t.instance.nvmePort, subnqn: nqn, hostnqn: HOSTNQN });
+    try {
+      // Undo brings back what was written before the refresh, not the blank clone of the first run.
+      expect((await host.read(1, 5, 1)).equals(Buffer.alloc(4096, 0x6b))).toBe(true);
     } finally {
       await host.close();
     }

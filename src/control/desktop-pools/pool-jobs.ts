@@ -185,7 +185,7 @@ abstract class ResetPoolJob implements JobHandler {
       ctx.throwIfCancelled();
       const previous = new Map(batch.map((d) => [d.id, d.state]));
       await ops.setStates(pool.id, batch, 'refreshing');
-      const reset = (list: DesktopRow[]) => (grace > 0 ? this.#replaceClones(pool, list, replica, grace) : this.#resetInPlace(list, replica, isRecompose));
+      const reset = (list: DesktopRow[]) => (grace > 0 ? this.#replaceClones(pool, list, replica, grace, new Date(ctx.job.created_at)) : this.#resetInPlace(list, replica, isRecompose));
       // On hook hosts the desktops' VMs are powered off around the reset (and started again if they ran).
       const why = ops.hooks ? await ops.hooks.aroundReset(pool, batch, reset) : new Map([...(await reset(batch))].map((id) => [id, 'reset failed']));
       const failed = new Set(why.keys());
@@ -228,14 +228,24 @@ abstract class ResetPoolJob implements JobHandler {
   }
 
   /** Gives each desktop a fresh clone under the same namespace and keeps the old one for `grace` seconds. */
-  async #replaceClones(pool: DesktopPoolRow, batch: DesktopRow[], replica: { id: string; path: string; sizeBytes: number }, grace: number): Promise<Set<string>> {
+  /**
+   * `jobStart`: when the job that asks began. A desktop whose current clone this job already swapped in
+   * (a resumed run redoing its batch) is left as it is: swapping again would delete the clone its grace
+   * period promised to keep and keep the blank one instead.
+   */
+  async #replaceClones(pool: DesktopPoolRow, batch: DesktopRow[], replica: { id: string; path: string; sizeBytes: number }, grace: number, jobStart: Date): Promise<Set<string>> {
     const ops = this.ops;
     const failed = new Set<string>();
     const subs = new Map((await ops.pools.subsystems(ops.db, pool.id)).map((s) => [s.subsystem_id, s]));
-    const expired = batch.filter((d) => d.undo_clone_id).map((d) => d.undo_clone_id!);
+    const todo: Array<{ d: DesktopRow; old: Awaited<ReturnType<typeof ops.clones.get>> }> = [];
     for (const d of batch) {
-      const fresh = randomUUID();
       const old = await ops.clones.get(ops.db, d.clone_id);
+      const swappedByThisJob = d.undo_clone_id !== null && old !== undefined && old.replica_id === replica.id && new Date(old.created_at).getTime() >= jobStart.getTime();
+      if (!swappedByThisJob) todo.push({ d, old });
+    }
+    const expired = todo.filter(({ d }) => d.undo_clone_id).map(({ d }) => d.undo_clone_id!);
+    for (const { d, old } of todo) {
+      const fresh = randomUUID();
       const size = Math.max(Number(old?.size_bytes ?? 0), replica.sizeBytes);
       try {
         await ops.db.transaction().execute(async (trx) => {
@@ -270,9 +280,9 @@ abstract class ResetPoolJob implements JobHandler {
    * Resets one batch onto `replica` the way this job does (in place, or swapped with undo when the pool
    * has a grace period) and returns the clone ids that failed. Scheduled waves reuse it.
    */
-  resetBatch(pool: DesktopPoolRow, batch: DesktopRow[], replica: { id: string; path: string; sizeBytes: number }, recompose: boolean): Promise<Set<string>> {
+  resetBatch(pool: DesktopPoolRow, batch: DesktopRow[], replica: { id: string; path: string; sizeBytes: number }, recompose: boolean, jobStart: Date): Promise<Set<string>> {
     const grace = pool.refresh_grace_seconds;
-    return grace > 0 ? this.#replaceClones(pool, batch, replica, grace) : this.#resetInPlace(batch, replica, recompose);
+    return grace > 0 ? this.#replaceClones(pool, batch, replica, grace, jobStart) : this.#resetInPlace(batch, replica, recompose);
   }
 
   async rollback(): Promise<void> {

@@ -30,7 +30,7 @@ type ReplicaTarget = { id: string; path: string; sizeBytes: number };
 
 /** The batch reset shared with the whole-pool refresh and recompose jobs (ResetPoolJob.resetBatch). */
 export interface BatchResetter {
-  resetBatch(pool: DesktopPoolRow, batch: DesktopRow[], replica: ReplicaTarget, recompose: boolean): Promise<Set<string>>;
+  resetBatch(pool: DesktopPoolRow, batch: DesktopRow[], replica: ReplicaTarget, recompose: boolean, jobStart: Date): Promise<Set<string>>;
 }
 
 export interface ScheduledRunDeps {
@@ -163,7 +163,7 @@ export class ScheduledRunJob implements JobHandler {
     const failedClones = new Map<string, string>();
     for (let i = 0; i < claimed.length; i += BATCH_DESKTOPS) {
       const batch = claimed.slice(i, i + BATCH_DESKTOPS);
-      const reset = (list: DesktopRow[]) => resetter.resetBatch(pool, list, target, recompose);
+      const reset = (list: DesktopRow[]) => resetter.resetBatch(pool, list, target, recompose, new Date(ctx.job.created_at));
       // On hook hosts running VMs are powered off around the reset and started again on the new disk.
       const failed = ops.hooks ? await ops.hooks.aroundReset(pool, batch, reset) : new Map([...(await reset(batch))].map((id) => [id, 'reset failed']));
       for (const [id, why] of failed) failedClones.set(id, why);
