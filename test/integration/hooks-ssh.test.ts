@@ -222,6 +222,22 @@ describe.each(DATABASE_KINDS)('hypervisor hooks over SSH (%s)', (kind) => {
     expect((await waitJob(del.body.job.id)).state).toBe('succeeded');
   });
 
+  it('refuses to place a desktop on a host where another pool already has a desktop of that name', async () => {
+    const h = (await t.json('POST', '/api/v1/hosts', { name: 'hv-names', nqn: nqn(19), ssh: ssh() })).body;
+    const first = await t.json('POST', '/api/v1/desktop-pools', { name: 'names-a', replicaId, storagePoolId: fastPool, size: 1, namePattern: 'same-{n}', hostIds: [h.id] });
+    expect((await waitJob(first.body.job.id)).state).toBe('succeeded');
+    const second = await t.json('POST', '/api/v1/desktop-pools', { name: 'names-b', replicaId, storagePoolId: fastPool, size: 1, namePattern: 'same-{n}', hostIds: [h.id] });
+    const failed = await waitJob(second.body.job.id);
+    expect(failed.state).toBe('failed');
+    expect(failed.error.code).toBe('NAME_TAKEN');
+    expect(failed.error.message).toContain('/dev/thicket/<name>');
+    for (const p of [first, second]) {
+      const del = await t.json('DELETE', `/api/v1/desktop-pools/${p.body.pool.id}`);
+      expect((await waitJob(del.body.job.id)).state).toBe('succeeded');
+    }
+    expect((await t.json('DELETE', `/api/v1/hosts/${h.id}`)).status).toBe(204);
+  });
+
   it('the CLI registers an SSH host, shows its key and pins it', async () => {
     const out: string[] = [];
     const cli = (...argv: string[]) => runCli([...argv, '--url', t.url, '--token', t.token, '--json'], (s) => out.push(s), (s) => out.push(s));

@@ -56,13 +56,22 @@ export class DesktopHooks {
       for (const r of await trx.selectFrom('desktops').select(['host_id', sql<number>`count(*)::int4`.as('n')]).where('pool_id', '=', pool.id).where('host_id', 'is not', null).groupBy('host_id').execute()) {
         mine.set(r.host_id!, Number(r.n));
       }
+      // A host exposes desktops as /dev/thicket/<name>: two pools' desktops of the same name cannot share one.
+      const taken = new Set(
+        (await trx.selectFrom('desktops').select(['host_id', 'name']).where('host_id', 'in', hosts.map((h) => h.id)).where('pool_id', '!=', pool.id).execute()).map((r) => `${r.host_id}/${r.name}`),
+      );
       const byHost = new Map<string, string[]>();
       const placed = new Map<string, string>();
       for (const d of unplaced) {
         let best: HostRow | undefined;
+        let nameClash = false;
         for (const h of hosts) {
           const t = total.get(h.id) ?? 0;
           if (h.max_desktops !== null && t >= h.max_desktops) continue;
+          if (taken.has(`${h.id}/${d.name}`)) {
+            nameClash = true;
+            continue;
+          }
           if (!best) {
             best = h;
             continue;
@@ -70,6 +79,9 @@ export class DesktopHooks {
           const bm = mine.get(best.id) ?? 0;
           const hm = mine.get(h.id) ?? 0;
           if (hm < bm || (hm === bm && t < (total.get(best.id) ?? 0))) best = h;
+        }
+        if (!best && nameClash) {
+          throw new AppError('NAME_TAKEN', `desktop name "${d.name}" is already used on the pool's hosts by another pool (hosts expose desktops as /dev/thicket/<name>); choose another name pattern`);
         }
         if (!best) throw new AppError('HOSTS_FULL', `the hosts of pool ${pool.name} have no room for more desktops (maxDesktops reached)`);
         total.set(best.id, (total.get(best.id) ?? 0) + 1);
