@@ -115,6 +115,10 @@ describe('web UI in Chromium', () => {
     await screenshot(page, '06-pool-ready');
   });
 
+  it('labels the pool page fields so each name finds one field (Size, Replica)', async () => {
+    for (const label of ['Size', 'Replica']) expect(await page.getByLabel(label).count(), label).toBe(1);
+  });
+
   it('refreshes the pool and sees every desktop come back available', async () => {
     await page.getByRole('button', { name: 'Refresh', exact: true }).click();
     await expect.poll(() => page.getByRole('status').filter({ hasText: 'Refresh started' }).count()).toBe(1);
@@ -126,7 +130,7 @@ describe('web UI in Chromium', () => {
   it('adds a nightly schedule to the pool, shows its next run, disables and removes it', async () => {
     await page.getByLabel('Cron').fill('0 30 2 * * *');
     await page.getByLabel('Time zone').fill('Europe/Berlin');
-    await page.getByLabel('Wave size').fill('25');
+    await page.getByLabel('Desktops per wave').fill('25');
     await page.getByRole('button', { name: 'Add schedule' }).click();
     const row = page.locator('tr').filter({ hasText: '0 30 2 * * *' });
     await expect.poll(() => row.count()).toBe(1);

@@ -150,7 +150,7 @@ export function Schedules(props: { poolId: string }) {
               <option value="recompose-latest">recompose to the latest version</option>
             </select>
           </Field>
-          <Field label="Wave size">
+          <Field label="Desktops per wave">
             <input name="waveSize" type="number" min={1} required value={waveSize} onInput={(e) => setWaveSize(e.currentTarget.value)} />
           </Field>
           <Field label="Failures allowed per wave" hint="More stops the run.">
