@@ -231,7 +231,7 @@ export function PoolPage(props: { id: string }) {
       <div class="two">
         <form
           class="panel"
-          aria-label="Resize"
+          aria-label="Grow or shrink"
           onSubmit={(e) => {
             e.preventDefault();
             const n = Number(size ?? p.size);
