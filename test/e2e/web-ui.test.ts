@@ -70,6 +70,7 @@ describe('web UI in Chromium', () => {
     await page.getByLabel('Name').fill('win11-golden');
     await page.getByRole('button', { name: 'Create template' }).click();
     await expect.poll(() => page.getByRole('heading', { name: 'win11-golden' }).isVisible()).toBe(true);
+    for (const label of ['Template', 'Image file', 'Format']) expect(await page.getByLabel(label).count(), `${label}: ${await page.getByLabel(label).evaluateAll((els) => els.map((e) => e.outerHTML.slice(0, 120)).join(' | '))}`).toBe(1);
     await page.getByLabel('Image file').setInputFiles(imagePath);
     await page.getByRole('button', { name: 'Upload' }).click();
     const bar = page.getByRole('progressbar', { name: 'Upload progress' });
@@ -95,6 +96,7 @@ describe('web UI in Chromium', () => {
   let poolId: string;
   it(`creates a pool of ${POOL_SIZE} desktops and watches the progress bar and the grid reach ${POOL_SIZE} available`, async () => {
     await page.getByRole('link', { name: 'Desktop pools' }).click();
+    for (const label of ['Replica', 'Storage pool', 'Size', 'Name pattern', 'Hosts']) expect(await page.getByLabel(label).count(), label).toBe(1);
     await page.getByLabel('Name', { exact: true }).fill('lab');
     await page.getByLabel('Replica').selectOption({ label: 'win11-golden v1 (fast)' });
     await page.getByLabel('Size').fill(String(POOL_SIZE));

@@ -59,16 +59,21 @@ export function Field(props: { label: string; children: ComponentChildren; hint?
 
 /**
  * Asks before a destructive action. A native modal <dialog>: focus moves into it, Escape cancels and
- * the rest of the page is inert while it is open.
+ * the rest of the page is inert while it is open. It exists only while open, so a closed one never
+ * shares a label or a button name with the page.
  */
 export function ConfirmDialog(props: { open: boolean; title: string; message: ComponentChildren; confirmLabel: string; onConfirm: () => void; onCancel: () => void }) {
+  if (!props.open) return null;
+  return <OpenDialog {...props} />;
+}
+
+function OpenDialog(props: { title: string; message: ComponentChildren; confirmLabel: string; onConfirm: () => void; onCancel: () => void }) {
   const ref = useRef<HTMLDialogElement>(null);
   useEffect(() => {
     const d = ref.current;
-    if (!d) return;
-    if (props.open && !d.open) d.showModal();
-    if (!props.open && d.open) d.close();
-  }, [props.open]);
+    if (d && !d.open) d.showModal();
+    return () => d?.close();
+  }, []);
   return (
     <dialog ref={ref} class="confirm" aria-labelledby="confirm-title" onCancel={(e) => { e.preventDefault(); props.onCancel(); }}>
       <h2 id="confirm-title">{props.title}</h2>

@@ -14,7 +14,6 @@ function CreateTemplate(props: { onCreated: (t: Template) => void }) {
   return (
     <form
       class="panel"
-      aria-labelledby="new-template"
       onSubmit={(e) => {
         e.preventDefault();
         void action.run(async () => {
@@ -141,7 +140,7 @@ export function Templates() {
           <header class="row spread">
             <h2 id={`t-${t.id}`}>{t.name}</h2>
             {deleting ? null : (
-              <button type="button" class="danger" aria-label={`Delete template ${t.name}`} onClick={() => setDeleting(t)}>
+              <button type="button" class="danger" aria-label={`Delete ${t.name}`} onClick={() => setDeleting(t)}>
                 Delete
               </button>
             )}
