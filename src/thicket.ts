@@ -54,6 +54,8 @@ export interface ThicketInstance {
   events: EventBus;
   /** Hooks on hypervisor hosts (restartDesktop and friends). */
   hooks: DesktopHooks;
+  /** For maintenance sweeps in tests (recoverInterruptedResets, sweepExpiredUndo). */
+  desktopPools: DesktopPoolService;
   close(): Promise<void>;
 }
 
@@ -185,6 +187,8 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
     const restored = await exportsService.restore();
     log.info({ address: config.nvmeAddr, ...ports, ...restored }, 'NVMe/TCP target listening');
     const undoTimer = setInterval(() => void desktopPools.sweepExpiredUndo().catch(logError), 5_000);
+    const stuckTimer = setInterval(() => void desktopPools.recoverInterruptedResets().catch(logError), 60_000);
+    cleanups.push(() => clearInterval(stuckTimer));
     cleanups.push(() => clearInterval(undoTimer));
     const usageTimer = setInterval(() => void clones.syncUsage().catch(logError), 5_000);
     cleanups.push(() => clearInterval(usageTimer));
@@ -251,7 +255,7 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
     const url = `http://${host}:${port}`;
     apiUrl = url;
     log.info({ url }, 'Thicket HTTP API listening');
-    return { url, httpPort: port, nvmePort: ports.ioPort, discoveryPort: ports.discoveryPort, generatedAdminToken: generatedToken, log, jobs, events, hooks: desktopHooks, close: closeAll };
+    return { url, httpPort: port, nvmePort: ports.ioPort, discoveryPort: ports.discoveryPort, generatedAdminToken: generatedToken, log, jobs, events, hooks: desktopHooks, desktopPools, close: closeAll };
   } catch (err) {
     await closeAll().catch(() => {});
     throw err;

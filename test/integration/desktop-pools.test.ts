@@ -229,6 +229,37 @@ describe.each(DATABASE_KINDS)('desktop pools (%s)', (kind) => {
     }
   });
 
+  it('finishes a logoff reset that a crash left in refreshing, and leaves fresh ones to their owner', async () => {
+    const res = await t.json('POST', '/api/v1/desktop-pools', { name: 'stuck', replicaId: replicaV2, storagePoolId: fastPool, size: 2, namePattern: 'k-{n}', hostIds: [hostId] });
+    await t.waitForJob(res.body.job.id);
+    const sid = res.body.pool.id;
+    const nqn = 'nqn.2026-11.io.thicket:stuck';
+    const host = await NvmeTcpHost.connect({ address: '127.0.0.1', port: t.instance.nvmePort, subnqn: nqn, hostnqn: HOSTNQN });
+    try {
+      await host.write(1, 7, Buffer.alloc(4096, 0x3c));
+      await host.flush(1);
+    } finally {
+      await host.close();
+    }
+    // k-1: a reset a crash interrupted 20 minutes ago; k-2: one another process started just now.
+    await withDirectDb(t, async (db) => {
+      await db.updateTable('desktops').set({ state: 'refreshing', updated_at: new Date(Date.now() - 20 * 60_000) }).where('pool_id', '=', sid).where('name', '=', 'k-1').execute();
+      await db.updateTable('desktops').set({ state: 'refreshing', updated_at: new Date() }).where('pool_id', '=', sid).where('name', '=', 'k-2').execute();
+    });
+    expect(await t.instance.desktopPools.recoverInterruptedResets()).toBe(1);
+    const states = new Map(((await t.json('GET', `/api/v1/desktop-pools/${sid}/desktops`)).body as Array<{ name: string; state: string }>).map((d) => [d.name, d.state]));
+    expect(states.get('k-1')).toBe('available');
+    expect(states.get('k-2')).toBe('refreshing');
+    const again = await NvmeTcpHost.connect({ address: '127.0.0.1', port: t.instance.nvmePort, subnqn: nqn, hostnqn: HOSTNQN });
+    try {
+      // The reset did happen: the block written before it reads as the replica again.
+      expect((await again.read(1, 7, 1)).equals(imageV2.subarray(7 * 4096, 8 * 4096))).toBe(true);
+    } finally {
+      await again.close();
+    }
+    expect(await t.instance.desktopPools.recoverInterruptedResets()).toBe(0);
+  });
+
   it('rejects bad input with 400 naming the field', async () => {
     const base = { name: 'x', replicaId: replicaV1, storagePoolId: fastPool, size: 1, namePattern: 'x-{n}', hostIds: [] };
     const cases: Array<[Record<string, unknown>, string]> = [

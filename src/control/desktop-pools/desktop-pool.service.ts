@@ -394,4 +394,34 @@ export class DesktopPoolService {
     await this.#ops.dataplane.call('deleteClones', { ids });
     return ids.length;
   }
+
+  /**
+   * Finishes resets that a report from a host (refreshOnLogoff) started and a crash interrupted: such a
+   * desktop stays `refreshing` with no job of its pool running, and nothing else would ever take it
+   * again. Only desktops left so for `staleMs` are taken (a reset in progress on another process is
+   * younger), one conditional update each, so two processes never both redo one. Returns how many.
+   */
+  async recoverInterruptedResets(staleMs = 10 * 60_000): Promise<number> {
+    const ops = this.#ops;
+    const stale = await this.#db
+      .selectFrom('desktops')
+      .selectAll()
+      .where('state', '=', 'refreshing')
+      .where('updated_at', '<', new Date(Date.now() - staleMs))
+      .where((eb) => eb.not(eb.exists(eb.selectFrom('jobs').select('jobs.id').whereRef('jobs.resource_id', '=', 'desktops.pool_id').where('jobs.state', 'in', ['queued', 'running']))))
+      .limit(100)
+      .execute();
+    let done = 0;
+    for (const d of stale) {
+      const taken = await this.#db.updateTable('desktops').set({ updated_at: new Date() }).where('id', '=', d.id).where('state', '=', 'refreshing').where('updated_at', '=', d.updated_at).executeTakeFirst();
+      if (Number(taken.numUpdatedRows) !== 1) continue;
+      const [result] = await ops.dataplane.call('resetClones', { ids: [d.clone_id] });
+      const ok = !result?.error;
+      if (ok) await this.#db.updateTable('clones').set({ unique_bytes: 0 }).where('id', '=', d.clone_id).execute();
+      await ops.setStates(d.pool_id, [d], ok ? 'available' : 'failed');
+      ops.events.emit('desktop.refreshed-on-logoff', { poolId: d.pool_id, name: d.name, ok, recovered: true, error: result?.error });
+      done++;
+    }
+    return done;
+  }
 }
