@@ -163,6 +163,34 @@ describe.each(DATABASE_KINDS)('desktop pools (%s)', (kind) => {
     expect((await t.json('GET', '/api/v1/subsystems')).body).toHaveLength(0);
   });
 
+  /** A pool on replica v2 exported to the test host; returns its id and subsystem NQN once provisioned. */
+  async function provisionedPool(name: string, size: number, namePattern: string, extra: Record<string, unknown> = {}): Promise<{ id: string; nqn: string }> {
+    const res = await t.json('POST', '/api/v1/desktop-pools', { name, replicaId: replicaV2, storagePoolId: fastPool, size, namePattern, hostIds: [hostId], ...extra });
+    expect((await t.waitForJob(res.body.job.id)).state).toBe('succeeded');
+    return { id: res.body.pool.id, nqn: `nqn.2026-11.io.thicket:${name}` };
+  }
+
+  /** Writes one block of `fill` to namespace 1 and flushes it, over a connection of its own. */
+  async function writeFlushed(nqn: string, lba: number, fill: number): Promise<void> {
+    const host = await NvmeTcpHost.connect({ address: '127.0.0.1', port: t.instance.nvmePort, subnqn: nqn, hostnqn: HOSTNQN });
+    try {
+      await host.write(1, lba, Buffer.alloc(4096, fill));
+      await host.flush(1);
+    } finally {
+      await host.close();
+    }
+  }
+
+  /** Reads one block of namespace 1 over a connection of its own. */
+  async function readBlock(nqn: string, lba: number): Promise<Buffer> {
+    const host = await NvmeTcpHost.connect({ address: '127.0.0.1', port: t.instance.nvmePort, subnqn: nqn, hostnqn: HOSTNQN });
+    try {
+      return await host.read(1, lba, 1);
+    } finally {
+      await host.close();
+    }
+  }
+
   it('undoes a refresh within the grace period', async () => {
     const res = await t.json('POST', '/api/v1/desktop-pools', {
       name: 'grace',
@@ -193,70 +221,33 @@ describe.each(DATABASE_KINDS)('desktop pools (%s)', (kind) => {
   });
 
   it('keeps the pre-refresh clone for undo when a grace-period refresh is run again after a crash', async () => {
-    const res = await t.json('POST', '/api/v1/desktop-pools', {
-      name: 'grace2',
-      replicaId: replicaV2,
-      storagePoolId: fastPool,
-      size: 1,
-      namePattern: 'h-{n}',
-      hostIds: [hostId],
-      refreshGraceSeconds: 600,
-    });
-    await t.waitForJob(res.body.job.id);
-    const gid = res.body.pool.id;
-    const nqn = 'nqn.2026-11.io.thicket:grace2';
-    let host = await NvmeTcpHost.connect({ address: '127.0.0.1', port: t.instance.nvmePort, subnqn: nqn, hostnqn: HOSTNQN });
-    try {
-      await host.write(1, 5, Buffer.alloc(4096, 0x6b));
-      await host.flush(1);
-    } finally {
-      await host.close();
-    }
-    const r = await t.json('POST', `/api/v1/desktop-pools/${gid}/refresh`, {});
+    const pool = await provisionedPool('grace2', 1, 'h-{n}', { refreshGraceSeconds: 600 });
+    await writeFlushed(pool.nqn, 5, 0x6b);
+    const r = await t.json('POST', `/api/v1/desktop-pools/${pool.id}/refresh`, {});
     expect((await t.waitForJob(r.body.job.id)).state).toBe('succeeded');
     // The process died after swapping but before recording the job's end: the same job runs again.
     await withDirectDb(t, (db) => db.updateTable('jobs').set({ state: 'queued', claimed_by: null, finished_at: null }).where('id', '=', r.body.job.id).execute());
     t.instance.jobs.kick();
     expect((await t.waitForJob(r.body.job.id)).state).toBe('succeeded');
-    const undo = await t.json('POST', `/api/v1/desktop-pools/${gid}/desktops/h-1/undo-refresh`);
-    expect(undo.status).toBe(200);
-    host = await NvmeTcpHost.connect({ address: '127.0.0.1', port: t.instance.nvmePort, subnqn: nqn, hostnqn: HOSTNQN });
-    try {
-      // Undo brings back what was written before the refresh, not the blank clone of the first run.
-      expect((await host.read(1, 5, 1)).equals(Buffer.alloc(4096, 0x6b))).toBe(true);
-    } finally {
-      await host.close();
-    }
+    expect((await t.json('POST', `/api/v1/desktop-pools/${pool.id}/desktops/h-1/undo-refresh`)).status).toBe(200);
+    // Undo brings back what was written before the refresh, not the blank clone of the first run.
+    expect((await readBlock(pool.nqn, 5)).equals(Buffer.alloc(4096, 0x6b))).toBe(true);
   });
 
   it('finishes a logoff reset that a crash left in refreshing, and leaves fresh ones to their owner', async () => {
-    const res = await t.json('POST', '/api/v1/desktop-pools', { name: 'stuck', replicaId: replicaV2, storagePoolId: fastPool, size: 2, namePattern: 'k-{n}', hostIds: [hostId] });
-    await t.waitForJob(res.body.job.id);
-    const sid = res.body.pool.id;
-    const nqn = 'nqn.2026-11.io.thicket:stuck';
-    const host = await NvmeTcpHost.connect({ address: '127.0.0.1', port: t.instance.nvmePort, subnqn: nqn, hostnqn: HOSTNQN });
-    try {
-      await host.write(1, 7, Buffer.alloc(4096, 0x3c));
-      await host.flush(1);
-    } finally {
-      await host.close();
-    }
+    const pool = await provisionedPool('stuck', 2, 'k-{n}');
+    await writeFlushed(pool.nqn, 7, 0x3c);
     // k-1: a reset a crash interrupted 20 minutes ago; k-2: one another process started just now.
     await withDirectDb(t, async (db) => {
-      await db.updateTable('desktops').set({ state: 'refreshing', updated_at: new Date(Date.now() - 20 * 60_000) }).where('pool_id', '=', sid).where('name', '=', 'k-1').execute();
-      await db.updateTable('desktops').set({ state: 'refreshing', updated_at: new Date() }).where('pool_id', '=', sid).where('name', '=', 'k-2').execute();
+      await db.updateTable('desktops').set({ state: 'refreshing', updated_at: new Date(Date.now() - 20 * 60_000) }).where('pool_id', '=', pool.id).where('name', '=', 'k-1').execute();
+      await db.updateTable('desktops').set({ state: 'refreshing', updated_at: new Date() }).where('pool_id', '=', pool.id).where('name', '=', 'k-2').execute();
     });
     expect(await t.instance.desktopPools.recoverInterruptedResets()).toBe(1);
-    const states = new Map(((await t.json('GET', `/api/v1/desktop-pools/${sid}/desktops`)).body as Array<{ name: string; state: string }>).map((d) => [d.name, d.state]));
+    const states = new Map(((await t.json('GET', `/api/v1/desktop-pools/${pool.id}/desktops`)).body as Array<{ name: string; state: string }>).map((d) => [d.name, d.state]));
     expect(states.get('k-1')).toBe('available');
     expect(states.get('k-2')).toBe('refreshing');
-    const again = await NvmeTcpHost.connect({ address: '127.0.0.1', port: t.instance.nvmePort, subnqn: nqn, hostnqn: HOSTNQN });
-    try {
-      // The reset did happen: the block written before it reads as the replica again.
-      expect((await again.read(1, 7, 1)).equals(imageV2.subarray(7 * 4096, 8 * 4096))).toBe(true);
-    } finally {
-      await again.close();
-    }
+    // The reset did happen: the block written before it reads as the replica again.
+    expect((await readBlock(pool.nqn, 7)).equals(imageV2.subarray(7 * 4096, 8 * 4096))).toBe(true);
     expect(await t.instance.desktopPools.recoverInterruptedResets()).toBe(0);
   });
 
