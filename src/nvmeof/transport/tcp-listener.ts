@@ -8,6 +8,7 @@ export interface ListenOptions {
   ioPort: number;
   discoveryPort: number;
   maxh2cdata?: number;
+  setupTimeoutMs?: number;
   log?: TcpQueueOptions['log'];
 }
 
@@ -25,7 +26,7 @@ export class TcpListener {
   async listen(options: ListenOptions): Promise<void> {
     const make = (discoveryOnly: boolean) =>
       net.createServer({ noDelay: true }, (socket) => {
-        const q = new TcpQueue(socket, this.#target, { maxh2cdata: options.maxh2cdata, discoveryOnly, log: options.log });
+        const q = new TcpQueue(socket, this.#target, { maxh2cdata: options.maxh2cdata, setupTimeoutMs: options.setupTimeoutMs, discoveryOnly, log: options.log });
         this.queues.add(q);
         socket.on('close', () => this.queues.delete(q));
       });

@@ -38,6 +38,7 @@ const ARENA_BYTES = 16 * 1024;
 /** Reads of this size get a pooled buffer their owned blocks are read into (see #execute). */
 const SCRATCH_BYTES = 4096;
 const SCRATCH_POOL_MAX = 256;
+const DEFAULT_SETUP_TIMEOUT_MS = 30_000;
 
 type QueueState = 'icreq' | 'connect' | 'live' | 'closing';
 
@@ -53,6 +54,12 @@ interface PendingWrite {
 
 export interface TcpQueueOptions {
   maxh2cdata?: number;
+  /**
+   * A connection that has not sent ICReq and completed a Fabrics Connect within this time is closed: a
+   * peer that opens sockets and stays silent would otherwise hold them (and their buffers) forever.
+   * Keep Alive only starts once a controller exists. Default 30 s.
+   */
+  setupTimeoutMs?: number;
   /** Only the discovery NQN may be connected on this port. */
   discoveryOnly?: boolean;
   log?: (msg: string, detail?: Record<string, unknown>) => void;
@@ -61,7 +68,8 @@ export interface TcpQueueOptions {
 export class TcpQueue implements ControllerQueue {
   readonly socket: Socket;
   #target: Target;
-  #options: Required<Omit<TcpQueueOptions, 'log'>>;
+  #options: Required<Omit<TcpQueueOptions, 'log' | 'setupTimeoutMs'>>;
+  #setupTimer: NodeJS.Timeout | undefined;
   #log: NonNullable<TcpQueueOptions['log']>;
   #in = new ByteQueue();
   #ch = Buffer.alloc(PDU_COMMON_HEADER_BYTES);
@@ -114,6 +122,14 @@ export class TcpQueue implements ControllerQueue {
     socket.on('error', () => {});
     socket.on('close', () => this.#onClose());
     socket.on('drain', () => this.#maybeResume());
+    const setupMs = options.setupTimeoutMs ?? DEFAULT_SETUP_TIMEOUT_MS;
+    this.#setupTimer = setTimeout(() => {
+      if (this.state === 'icreq' || this.state === 'connect') {
+        this.#log('closing a connection that did not finish ICReq and Connect in time', { state: this.state, ms: setupMs });
+        this.socket.destroy();
+      }
+    }, setupMs);
+    this.#setupTimer.unref();
   }
 
   // ---- ControllerQueue ----
@@ -361,6 +377,7 @@ export class TcpQueue implements ControllerQueue {
     this.sqsize = sqe.buf.readUInt16LE(44);
     this.controller = result.controller;
     this.state = 'live';
+    clearTimeout(this.#setupTimer);
     this.#sqhd = 0;
     this.#respond(cid, { status: SUCCESS, dw0: result.controller.cntlid });
   }
@@ -632,6 +649,7 @@ export class TcpQueue implements ControllerQueue {
 
   #onClose(): void {
     this.state = 'closing';
+    clearTimeout(this.#setupTimer);
     this.#in.clear();
     this.#writes.clear();
     if (this.controller) {
