@@ -1,4 +1,5 @@
 // Process entry point: configuration, start, signals.
+import { existsSync } from 'node:fs';
 import { ConfigError, loadConfig } from './config.ts';
 import { startThicket } from './thicket.ts';
 
@@ -13,6 +14,7 @@ async function main(): Promise<void> {
     }
     throw err;
   }
+  await buildWebUiIfNeeded();
   const thicket = await startThicket(config);
   if (thicket.generatedAdminToken) {
     // Printed once: only its hash is stored.
@@ -39,6 +41,21 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+/**
+ * A checkout started with `node src/main.ts` (not `npm start`) still gets a current web UI. Where the
+ * sources are absent or Vite is not installed (the production image carries web/dist only), whatever was
+ * built is served.
+ */
+async function buildWebUiIfNeeded(): Promise<void> {
+  if (!existsSync(new URL('../web/src', import.meta.url))) return;
+  try {
+    const { buildWeb } = await import('../scripts/build-web.ts');
+    if (await buildWeb({ quiet: true })) process.stdout.write('thicket: built the web UI (web/dist)\n');
+  } catch (err) {
+    process.stderr.write(`thicket: the web UI was not rebuilt (${err instanceof Error ? err.message.split('\n')[0] : String(err)}); serving web/dist as it is\n`);
+  }
 }
 
 main().catch((err) => {

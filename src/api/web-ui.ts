@@ -1,7 +1,6 @@
 // Serves the built single-page application (web/dist) at `/`. Paths that are not files fall back to
 // index.html so the UI's own routes (/pools/…) survive a reload. The API, /healthz and /metrics are
 // matched before this and never reach it.
-import { existsSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Hono } from 'hono';
@@ -18,11 +17,8 @@ export function webUi(root: string | undefined): Hono {
     c.header('X-Content-Type-Options', 'nosniff');
     c.header('Referrer-Policy', 'no-referrer');
   });
-  const indexPath = root ? path.join(root, 'index.html') : undefined;
-  if (!root || !indexPath || !existsSync(indexPath)) {
-    app.get('*', (c, next) => (c.req.path.startsWith('/api/') ? next() : c.text('The web UI is not built. Run `npm run build:web` (npm start does it when needed).\n', 503)));
-    return app;
-  }
+  if (!root) return app;
+  const indexPath = path.join(root, 'index.html');
   // File names under assets/ carry a content hash, so browsers may keep them forever.
   const assets = serveStatic({ root, onFound: (_p, c) => void c.header('Cache-Control', 'public, max-age=31536000, immutable') });
   const files = serveStatic({ root });
@@ -37,7 +33,9 @@ export function webUi(root: string | undefined): Hono {
     }
     c.header('Cache-Control', 'no-cache');
     // Read per request: a rebuild replaces the hashed asset names index.html points at.
-    return c.html(await readFile(indexPath, 'utf8'));
+    const html = await readFile(indexPath, 'utf8').catch(() => undefined);
+    if (html === undefined) return c.text('The web UI is not built. Run `npm run build:web` (npm start does it when needed).\n', 503);
+    return c.html(html);
   });
   return app;
 }
