@@ -8,6 +8,8 @@ import { ExecTimeoutError, HostKeyError, SshConnectError, SshSession, type SshTa
 import { assertSafeName, HookTemplates, renderShellVars, type HookAction } from './render.ts';
 import type { SecretBox } from './secret-box.ts';
 import { Semaphore } from './semaphore.ts';
+import type { ProbeReport } from '../dto.ts';
+export type { ProbeReport } from '../dto.ts';
 
 /** What the runner needs of a host row. */
 export interface HookHost {
@@ -38,15 +40,6 @@ export type HookOutcome =
   | { ok: true; stdout: string; attempts: number }
   | { ok: false; code: string; error: string; stdout: string; transient: boolean; attempts: number };
 
-export interface ProbeReport {
-  hostKey: { fingerprint: string; type: string; pinned: boolean; matches: boolean | null };
-  nqn: string | null;
-  nqnMatches: boolean;
-  nvmeCli: boolean;
-  nvmeTcp: boolean;
-  virsh: boolean | null;
-  kernel: string | null;
-}
 
 export interface HookRunnerOptions {
   templatesDir: string;

@@ -10,47 +10,12 @@ import { toJobDto, type JobDto } from '../jobs/job-types.ts';
 import type { DesktopOps } from './desktop-ops.ts';
 import { desktopName, parseNamePattern } from './name-pattern.ts';
 import { POOL_JOB_KINDS } from './pool-jobs.ts';
+import type { DesktopPoolDto, DesktopDto } from '../../dto.ts';
+export type { DesktopPoolDto, DesktopDto } from '../../dto.ts';
 
 export const MAX_POOL_SIZE = 100_000;
 
-export interface DesktopPoolDto {
-  id: string;
-  name: string;
-  replicaId: string;
-  storagePoolId: string;
-  size: number;
-  namePattern: string;
-  hostIds: string[];
-  qos: { iops: number | null; bytesPerSecond: number | null };
-  refreshGraceSeconds: number;
-  /** When a host reports the desktop's VM stopped (or its session ended), the clone is reset first. */
-  refreshOnLogoff: boolean;
-  /** The libvirt domain of each desktop on a libvirt host. */
-  vm: { vcpus: number; memoryMiB: number; network: string };
-  state: string;
-  error: string | null;
-  desktops: Record<DesktopState, number> & { total: number };
-  space: { uniqueBytes: number; sharedBytes: number; savedBytes: number };
-  subsystems: Array<{ id: string; nqn: string }>;
-  createdAt: string;
-}
 
-export interface DesktopDto {
-  name: string;
-  cloneId: string;
-  subsystemNqn: string;
-  nsid: number;
-  uuid: string;
-  state: string;
-  uniqueBytes: number;
-  undoUntil: string | null;
-  /** The hypervisor host it is placed on (hook hosts only), whether its attach hook ran, its VM power. */
-  hostId: string | null;
-  attached: boolean;
-  power: 'running' | 'stopped' | null;
-  /** Why it is failed (a hook's stderr). */
-  error: string | null;
-}
 
 export const DESKTOP_EVENTS = ['vm-started', 'vm-stopped', 'session-started', 'session-ended'] as const;
 export type DesktopEvent = (typeof DESKTOP_EVENTS)[number];

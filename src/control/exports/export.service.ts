@@ -17,22 +17,11 @@ import { nguidFor } from '../../nvmeof/target/target.ts';
 import { AppError } from '../../errors.ts';
 import type { EventBus } from '../events/event-bus.ts';
 import { nqnProblem } from './nqn.ts';
+import type { HostDto } from '../../dto.ts';
+export type { HostDto } from '../../dto.ts';
 
 export const MAX_NAMESPACES_PER_SUBSYSTEM = 1024;
 
-export interface HostDto {
-  id: string;
-  name: string;
-  nqn: string;
-  /** How Thicket logs in to run hooks; null for a plain NVMe host. The private key is never returned. */
-  ssh: { address: string; port: number; username: string; privateKey: 'stored' | null; privateKeyPath: string | null } | null;
-  hookType: HookType | null;
-  /** The pinned host key, "SHA256:…"; null until trusted. */
-  hostKeyFingerprint: string | null;
-  maxDesktops: number | null;
-  createdAt: string;
-  subsystems?: Array<{ id: string; name: string; nqn: string }>;
-}
 
 export interface CreateHostInput {
   name: string;

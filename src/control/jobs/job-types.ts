@@ -1,6 +1,8 @@
 // What a job handler sees and returns. Handlers are policy; the runner owns claiming, heartbeats,
 // progress throttling, cancellation and the final state.
 import type { JobItemResult, JobRow } from '../../db/schema.ts';
+import type { JobDto } from '../../dto.ts';
+export type { JobDto } from '../../dto.ts';
 
 export interface JobContext {
   readonly job: JobRow;
@@ -45,22 +47,6 @@ export class JobFailure extends Error {
   }
 }
 
-export interface JobDto {
-  id: string;
-  kind: string;
-  state: string;
-  resourceId: string | null;
-  payload: Record<string, unknown>;
-  phase: string;
-  progress: { done: number; total: number };
-  results: JobItemResult[];
-  error: { code: string; message: string; details?: unknown } | null;
-  cancelRequested: boolean;
-  attempts: number;
-  createdAt: string;
-  startedAt: string | null;
-  finishedAt: string | null;
-}
 
 const iso = (d: Date | string | null): string | null => (d === null ? null : new Date(d).toISOString());
 

@@ -16,27 +16,12 @@ import { SparseImageWriter } from '../../engine/sparse-image-writer.ts';
 import { AppError, errorMessage } from '../../errors.ts';
 import type { EventBus } from '../events/event-bus.ts';
 import { assertSelfContained, convertToRaw, imageInfo, QemuImgError, UnsafeImageError, type ImageFormat } from './qemu-img.ts';
+import type { TemplateVersionDto, TemplateDto } from '../../dto.ts';
+export type { TemplateVersionDto, TemplateDto } from '../../dto.ts';
 
 export const DEFAULT_MAX_IMAGE_BYTES = 2 * 1024 ** 4;
 
-export interface TemplateVersionDto {
-  id: string;
-  templateId: string;
-  version: number;
-  sizeBytes: number;
-  sha256: string;
-  format: string;
-  createdAt: string;
-}
 
-export interface TemplateDto {
-  id: string;
-  name: string;
-  description: string;
-  createdAt: string;
-  versionCount: number;
-  latestVersion: number | null;
-}
 
 export type TemplateWithVersionsDto = TemplateDto & { versions: TemplateVersionDto[] };
 

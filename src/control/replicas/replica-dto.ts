@@ -1,23 +1,8 @@
 import type { ReplicaWithCount } from '../../db/repositories/replica.repository.ts';
 import type { ReplicaRow } from '../../db/schema.ts';
+import type { ReplicaDto } from '../../dto.ts';
+export type { ReplicaDto } from '../../dto.ts';
 
-export interface ReplicaDto {
-  id: string;
-  templateVersionId: string;
-  templateId: string;
-  templateName: string;
-  version: number;
-  storagePoolId: string;
-  state: string;
-  sizeBytes: number;
-  sha256: string;
-  cloneCount: number;
-  /** Bytes of this replica its clones read instead of owning (summed over clones). */
-  sharedBytes: number;
-  error: string | null;
-  createdAt: string;
-  updatedAt: string;
-}
 
 export function toReplicaDto(row: ReplicaRow | ReplicaWithCount): ReplicaDto {
   return {

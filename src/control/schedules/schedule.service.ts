@@ -11,6 +11,8 @@ import { AppError } from '../../errors.ts';
 import type { EventBus } from '../events/event-bus.ts';
 import { nextTicks, validateCron, validateTimezone } from './cron.ts';
 import { SCHEDULED_RUN_KIND, type ScheduledRunPayload } from './scheduled-run-job.ts';
+import type { ScheduleRunDto, ScheduleDto } from '../../dto.ts';
+export type { ScheduleRunDto, ScheduleDto } from '../../dto.ts';
 
 export interface ScheduleInput {
   cron: string;
@@ -23,35 +25,7 @@ export interface ScheduleInput {
   enabled: boolean;
 }
 
-export interface ScheduleRunDto {
-  scheduledFor: string;
-  trigger: 'tick' | 'catch-up';
-  jobId: string | null;
-  /** 'skipped' when the tick found the pool busy; otherwise the state of the run's job. */
-  state: string;
-  skippedReason: string | null;
-  error: { code: string; message: string } | null;
-  desktops: { succeeded: number; failed: number; skipped: number };
-  startedAt: string | null;
-  finishedAt: string | null;
-}
 
-export interface ScheduleDto {
-  id: string;
-  poolId: string;
-  cron: string;
-  timezone: string;
-  action: ScheduleAction;
-  waveSize: number;
-  inUse: InUsePolicy;
-  waitDeadlineMinutes: number | null;
-  maxFailuresPerWave: number;
-  enabled: boolean;
-  nextRunAt: string | null;
-  lastRun: ScheduleRunDto | null;
-  createdAt: string;
-  updatedAt: string;
-}
 
 export type FireOutcome = 'queued' | 'skipped' | 'taken' | 'gone';
 

@@ -10,6 +10,8 @@ import { isUniqueViolation } from '../../db/repositories/executor.ts';
 import { checkPoolPath, poolCapacity, preparePoolDirectories } from '../../engine/storage-pool-fs.ts';
 import { AppError } from '../../errors.ts';
 import type { EventBus } from '../events/event-bus.ts';
+import type { StoragePoolDto } from '../../dto.ts';
+export type { StoragePoolDto } from '../../dto.ts';
 
 /** What the storage pool service needs from the block engine (the data plane). */
 export interface PoolEngine {
@@ -18,24 +20,6 @@ export interface PoolEngine {
   usage(): Promise<Map<string, { cloneDataBytes: number; uniqueBytes: number }>>;
 }
 
-export interface StoragePoolDto {
-  id: string;
-  name: string;
-  path: string;
-  tier: string;
-  /** A configured limit below the device's size, or null. */
-  configuredCapacityBytes: number | null;
-  createdAt: string;
-  usage: {
-    capacityBytes: number;
-    usedBytes: number;
-    freeBytes: number;
-    replicaBytes: number;
-    cloneBytes: number;
-  };
-  replicaCount: number;
-  cloneCount: number;
-}
 
 export const DEFAULT_POOLS = [
   { name: 'fast', tier: 'fast' },
