@@ -1,7 +1,7 @@
 // Process entry point: configuration, start, signals.
 import { existsSync } from 'node:fs';
 import { ConfigError, loadConfig } from './config.ts';
-import { startThicket } from './thicket.ts';
+import { startThicket, type ThicketInstance } from './thicket.ts';
 
 async function main(): Promise<void> {
   let config;
@@ -14,8 +14,37 @@ async function main(): Promise<void> {
     }
     throw err;
   }
+  // Signals are handled from the start: a stop asked for while Thicket is still starting waits for the
+  // start to finish, then shuts down cleanly (the default action would kill it half-started). This also
+  // closes the window between printing "running" and registering the handlers, in which a supervisor
+  // reacting to that line could kill the process outright.
+  let thicket: ThicketInstance | undefined;
+  let stopping: string | undefined;
+  const stop = (signal: string) => {
+    if (stopping) {
+      // A second signal while still starting: the operator does not want to wait.
+      if (!thicket) process.exit(1);
+      return;
+    }
+    stopping = signal;
+    if (!thicket) return;
+    const t = thicket;
+    t.log.info({ signal }, 'shutting down');
+    const force = setTimeout(() => process.exit(1), 15_000);
+    force.unref();
+    t.close().then(
+      () => process.exit(0),
+      (err) => {
+        t.log.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+
   await buildWebUiIfNeeded();
-  const thicket = await startThicket(config);
+  thicket = await startThicket(config);
   if (thicket.generatedAdminToken) {
     // Printed once: only its hash is stored.
     process.stdout.write(
@@ -24,23 +53,11 @@ async function main(): Promise<void> {
     );
   }
   process.stdout.write(`Thicket is running at ${thicket.url} (data directory ${config.dataDir})\n`);
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    thicket.log.info({ signal }, 'shutting down');
-    const force = setTimeout(() => process.exit(1), 15_000);
-    force.unref();
-    thicket.close().then(
-      () => process.exit(0),
-      (err) => {
-        thicket.log.error({ err }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
+  if (stopping) {
+    const signal = stopping;
+    stopping = undefined;
+    stop(signal);
+  }
 }
 
 /**

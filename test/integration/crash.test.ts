@@ -408,7 +408,8 @@ describe('process start-up', () => {
     }
     const winner = winners[0];
     winner.child.kill('SIGTERM');
-    expect(await winner.exited).toBe(0);
+    const code = await winner.exited;
+    expect(code, winner.output()).toBe(0);
   }, 300_000);
 
   it('a process killed with SIGKILL does not lock out the next start on its data directory', async () => {
