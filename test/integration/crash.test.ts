@@ -51,7 +51,9 @@ interface Proc {
 const children = new Set<ChildProcess>();
 
 // Each child gets NVMe ports of its own so test files running in parallel never collide on 4420/8009.
-let nextNvmePort = 30000 + ((process.pid * 37) % 15000) * 2;
+// They are taken below the kernel's ephemeral range (32768-60999 here): a port in that range can be
+// handed to any outgoing connection on the machine at any moment, and a listen on it then fails.
+let nextNvmePort = 20000 + ((process.pid * 37) % 5000) * 2;
 
 function run(env: NodeJS.ProcessEnv): Proc {
   const ports = { THICKET_NVME_PORT: String(nextNvmePort), THICKET_DISCOVERY_PORT: String(nextNvmePort + 1) };
