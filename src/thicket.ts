@@ -105,6 +105,7 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
         url: config.databaseUrl!,
         channel: EVENTS_CHANNEL,
         onNotify: (seq) => events.remoteSeq(seq),
+        onLost: () => events.listenLost(),
         onReconnect: () => events.catchUp(),
         log: logError,
       });

@@ -26,7 +26,8 @@ export function webUi(root: string | undefined): Hono {
     if (c.req.path.startsWith('/api/')) return next();
     // A path with a file extension is a file or nothing; any other path is a page of the application.
     if (path.extname(c.req.path)) {
-      const file = path.resolve(root, `.${decodeURIComponent(c.req.path)}`);
+      // c.req.path is already decoded; decoding again would throw on a literal "%".
+      const file = path.resolve(root, `.${c.req.path}`);
       const found = file.startsWith(path.resolve(root) + path.sep) && (await stat(file).then((s) => s.isFile(), () => false));
       if (!found) return c.text('not found', 404);
       return (c.req.path.startsWith('/assets/') ? assets : files)(c, next);

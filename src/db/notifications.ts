@@ -11,6 +11,8 @@ export interface ListenOptions {
   url: string;
   channel: string;
   onNotify(payload: string): void;
+  /** The connection dropped: notifications may be missed until onReconnect. */
+  onLost?(): void;
   onReconnect(): void;
   log(err: unknown): void;
 }
@@ -24,8 +26,9 @@ export async function listen(options: ListenOptions): Promise<Listener> {
   let backoff = 100;
   let timer: NodeJS.Timeout | undefined;
 
-  const connect = async (): Promise<void> => {
-    const c = new pg.Client({ connectionString: options.url });
+  const connect = async (): Promise<boolean> => {
+    // A connection that only listens sends nothing: TCP keepalive notices a peer that vanished.
+    const c = new pg.Client({ connectionString: options.url, keepAlive: true });
     c.on('notification', (n) => {
       if (n.channel === options.channel && n.payload !== undefined) options.onNotify(n.payload);
     });
@@ -36,18 +39,27 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     c.on('end', () => retry(c));
     await c.connect();
     await c.query(`LISTEN ${options.channel}`);
+    if (closed) {
+      // close() ran while this connection was being made.
+      await c.end().catch(() => {});
+      return false;
+    }
     client = c;
     backoff = 100;
+    return true;
   };
 
   const retry = (c: pg.Client): void => {
     if (closed || client !== c) return;
     client = undefined;
+    options.onLost?.();
     c.end().catch(() => {});
     const attempt = (): void => {
       timer = undefined;
       if (closed) return;
-      connect().then(options.onReconnect, (err) => {
+      connect().then((live) => {
+        if (live) options.onReconnect();
+      }, (err) => {
         options.log(err);
         backoff = Math.min(MAX_BACKOFF_MS, backoff * 2);
         timer = setTimeout(attempt, backoff);

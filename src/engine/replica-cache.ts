@@ -153,8 +153,8 @@ export class ReplicaCache {
       }
       let m = 1;
       while (i + m < n && m < MAX_RUN_BLOCKS && this.#find(rslot, lba + i + m) < 0) m++;
-      this.#count(m, 0);
       if (this.#thrashing && !this.#admit(rslot, lba + i)) {
+        this.#count(m, 0);
         const bytes = m * BLOCK_SIZE_BYTES;
         const at = i * BLOCK_SIZE_BYTES;
         const into = dest ? dest.subarray(at, at + bytes) : spare && spare.length >= at + bytes ? spare.subarray(at, at + bytes) : Buffer.allocUnsafe(bytes);
@@ -168,8 +168,9 @@ export class ReplicaCache {
         continue;
       }
       if (this.#fill >= segBlocks) this.#advance();
-      // The run is cut at the end of the segment; the rest is read on the next turn of the loop.
+      // The run is cut at the end of the segment; the rest is read (and counted) on the next turn.
       m = Math.min(m, segBlocks - this.#fill);
+      this.#count(m, 0);
       const first = this.#current * segBlocks + this.#fill;
       const seg = this.#segBuf[this.#current]!;
       const view = seg.subarray(this.#fill * BLOCK_SIZE_BYTES, (this.#fill + m) * BLOCK_SIZE_BYTES);

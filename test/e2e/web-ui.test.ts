@@ -97,6 +97,8 @@ describe('web UI in Chromium', () => {
   it(`creates a pool of ${POOL_SIZE} desktops and watches the progress bar and the grid reach ${POOL_SIZE} available`, async () => {
     await page.getByRole('link', { name: 'Desktop pools' }).click();
     for (const label of ['Replica', 'Storage pool', 'Size', 'Name pattern', 'Hosts']) expect(await page.getByLabel(label).count(), label).toBe(1);
+    // Hints are descriptions, not part of the names: the issue's labels match exactly.
+    for (const label of ['Name', 'Replica', 'Storage pool', 'Size', 'Name pattern', 'Hosts']) expect(await page.getByLabel(label, { exact: true }).count(), label).toBe(1);
     await page.getByLabel('Name', { exact: true }).fill('lab');
     await page.getByLabel('Replica').selectOption({ label: 'win11-golden v1 (fast)' });
     await page.getByLabel('Size').fill(String(POOL_SIZE));

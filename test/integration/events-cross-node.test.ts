@@ -3,6 +3,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import pg from 'pg';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/logger.ts';
@@ -83,4 +84,24 @@ describe('events across nodes sharing PostgreSQL', () => {
     expect(seqs).toEqual([...seqs].sort((x, y) => x - y));
     for (const r of [onA, onB, replay]) r.ws.close();
   });
+
+  it("catches up with the other node's events after its LISTEN connection was cut, though it published itself meanwhile", async () => {
+    const [a, b] = nodes;
+    const onB = await stream(b.url);
+    const admin = new pg.Client({ connectionString: db.url });
+    await admin.connect();
+    try {
+      // Cut every LISTEN connection; the nodes reconnect after a short backoff.
+      await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN %' AND pid <> pg_backend_pid()");
+    } finally {
+      await admin.end();
+    }
+    // While B cannot hear A: A publishes, then B publishes (B's newest seq is now above A's event).
+    const fromA = await post(a.url, '/api/v1/templates', { name: 'during-cut-a' });
+    const fromB = await post(b.url, '/api/v1/templates', { name: 'during-cut-b' });
+    const created = () => onB.events.filter((e) => e.type === 'template.created').map((e) => e.templateId);
+    await until(() => created().includes(fromA.id) && created().includes(fromB.id), "both events on B's stream");
+    onB.ws.close();
+  });
 });
+

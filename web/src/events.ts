@@ -8,10 +8,12 @@ export type StreamStatus = 'connecting' | 'live' | 'reconnecting' | 'stopped';
 
 const MAX_BACKOFF_MS = 5000;
 const SEEN_REMEMBERED = 16_384;
+const RESUME_MARGIN = 500;
 
 export class EventClient {
   #ws: WebSocket | undefined;
   #lastSeq: number | undefined;
+  #firstSeq: number | undefined;
   #seen = new Set<number>();
   #listeners = new Set<Listener>();
   #resyncListeners = new Set<() => void>();
@@ -37,6 +39,7 @@ export class EventClient {
     this.#ws?.close();
     this.#ws = undefined;
     this.#lastSeq = undefined;
+    this.#firstSeq = undefined;
     this.#seen.clear();
     this.#setStatus('stopped');
   }
@@ -66,7 +69,11 @@ export class EventClient {
     const resumed = this.#lastSeq !== undefined;
     const url = new URL('/api/v1/events', location.href);
     url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    if (resumed) url.searchParams.set('since', String(this.#lastSeq));
+    // Resume a little before the highest seq seen: with several nodes, an event with a lower seq can
+    // still have been on its way; the seen set drops the repeats.
+    // Never below the first event this page saw: older ones predate what the page loaded, and replaying
+    // them would put back states that have changed since.
+    if (resumed) url.searchParams.set('since', String(Math.max(this.#firstSeq! - 1, this.#lastSeq! - RESUME_MARGIN, 0)));
     this.#setStatus(this.#status === 'stopped' ? 'connecting' : 'reconnecting');
     const ws = new WebSocket(url);
     this.#ws = ws;
@@ -74,9 +81,10 @@ export class EventClient {
     ws.onopen = () => {
       opened = true;
       this.#backoff = 250;
-      const wasReconnect = this.#status === 'reconnecting';
       this.#setStatus('live');
-      if (wasReconnect && !resumed) for (const l of this.#resyncListeners) l();
+      // Without a seq to resume from, whatever happened before this socket opened (also between a page's
+      // first load and now) can only be had by reloading.
+      if (!resumed) for (const l of this.#resyncListeners) l();
     };
     ws.onmessage = (msg) => {
       let event: ThicketEvent;
@@ -90,6 +98,7 @@ export class EventClient {
       this.#seen.add(event.seq);
       if (this.#seen.size > SEEN_REMEMBERED) this.#seen.delete(this.#seen.values().next().value!);
       this.#lastSeq = Math.max(this.#lastSeq ?? 0, event.seq);
+      this.#firstSeq ??= event.seq;
       for (const l of this.#listeners) {
         try {
           l(event);

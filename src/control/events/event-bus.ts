@@ -23,6 +23,8 @@ export function toThicketEvent(row: EventRow): ThicketEvent {
 export const EVENTS_CHANNEL = 'thicket_events';
 /** How many recent seqs are remembered to tell our own and already-delivered events apart. */
 const REMEMBERED_SEQS = 16_384;
+/** Seqs before the highest delivered one that a catch-up after a lost LISTEN looks at again. */
+const LOST_MARGIN = 1000;
 
 export class EventBus {
   #db: Kysely<Database>;
@@ -36,6 +38,7 @@ export class EventBus {
   #highest = 0;
   #remoteQueue: number[] = [];
   #remoteTimer: NodeJS.Timeout | undefined;
+  #lostAt: number | undefined;
 
   constructor(db: Kysely<Database>, log: (err: unknown) => void = () => {}) {
     this.#db = db;
@@ -91,9 +94,18 @@ export class EventBus {
     }, 2);
   }
 
-  /** After the LISTEN connection was lost: deliver whatever other nodes published meanwhile. */
+  /** The LISTEN connection was lost: remember where to catch up from (see catchUp). */
+  listenLost(): void {
+    // Our own publishes keep raising #highest while other nodes' notifications are missed, so the
+    // catch-up must start from here, not from wherever #highest is by then. A margin covers other
+    // nodes' events still on their way when the connection dropped.
+    this.#lostAt ??= Math.max(0, this.#highest - LOST_MARGIN);
+  }
+
+  /** After the LISTEN connection came back: deliver whatever other nodes published meanwhile. */
   catchUp(): void {
-    const from = this.#highest;
+    const from = this.#lostAt ?? this.#highest;
+    this.#lostAt = undefined;
     this.#tail = this.#tail.then(async () => {
       for (let page = 0, cursor = from; page < 1000; page++) {
         const rows = await this.#repo.since(this.#db, cursor, 1000);

@@ -1,5 +1,5 @@
 // Small accessible building blocks shared by the pages.
-import type { ComponentChildren } from 'preact';
+import { cloneElement, isValidElement, type ComponentChildren, type VNode } from 'preact';
 import { useEffect, useRef } from 'preact/hooks';
 import { bytes, percent } from '../format.ts';
 import type { StoragePool } from '../types.ts';
@@ -47,13 +47,38 @@ export function Alert(props: { message: string | undefined; children?: Component
   );
 }
 
+let fieldIds = 0;
+
+/**
+ * A labelled field: <label for> names the control with exactly its label text (a label wrapping a
+ * <select> would also take in the selected option's text), and the hint describes it through
+ * aria-describedby instead of becoming part of the name.
+ */
 export function Field(props: { label: string; children: ComponentChildren; hint?: string }) {
+  const ids = useRef<{ control: string; hint: string } | undefined>(undefined);
+  ids.current ??= { control: `field-${++fieldIds}`, hint: `field-${fieldIds}-hint` };
+  const { control: controlId, hint: hintId } = ids.current;
+  let control = props.children;
+  if (isValidElement(props.children)) {
+    const own = props.children.props as { id?: string; 'aria-describedby'?: string };
+    control = cloneElement(props.children as VNode<{ id?: string; 'aria-describedby'?: string }>, {
+      id: own.id ?? controlId,
+      'aria-describedby': [own['aria-describedby'], props.hint ? hintId : undefined].filter(Boolean).join(' ') || undefined,
+    });
+  }
+  const forId = isValidElement(props.children) ? ((props.children.props as { id?: string }).id ?? controlId) : undefined;
   return (
-    <label class="field">
-      <span class="field-label">{props.label}</span>
-      {props.children}
-      {props.hint ? <span class="field-hint">{props.hint}</span> : null}
-    </label>
+    <div class="field">
+      <label class="field-label" for={forId}>
+        {props.label}
+      </label>
+      {control}
+      {props.hint ? (
+        <span class="field-hint" id={hintId}>
+          {props.hint}
+        </span>
+      ) : null}
+    </div>
   );
 }
 

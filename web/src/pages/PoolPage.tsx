@@ -30,9 +30,20 @@ function useLiveDesktops(poolId: string) {
   const [version, setVersion] = useState(0);
   const [error, setError] = useState<string | undefined>();
 
+  // While a list is on its way, queued changes wait for it (applied to the old model they would be
+  // overwritten by the snapshot); then every change since the request began is applied on top. Changes
+  // carry absolute states in order, so replaying ones the snapshot already has is harmless.
+  const loading = useRef(0);
+  const sinceLoad = useRef<Change[]>([]);
   const load = () => {
+    const generation = ++loading.current;
+    sinceLoad.current = [];
     api<Desktop[]>('GET', `/desktop-pools/${poolId}/desktops`).then(
       (list) => {
+        if (generation !== loading.current) return;
+        loading.current = 0;
+        queue.current = [...sinceLoad.current, ...queue.current];
+        sinceLoad.current = [];
         loadedAt.current = performance.now();
         const states = new Map<string, DesktopState>();
         const c = emptyCounts();
@@ -47,7 +58,11 @@ function useLiveDesktops(poolId: string) {
         setError(undefined);
         setVersion((v) => v + 1);
       },
-      (err) => setError(errorText(err)),
+      (err) => {
+        if (generation !== loading.current) return;
+        loading.current = 0;
+        setError(errorText(err));
+      },
     );
   };
 
@@ -80,6 +95,12 @@ function useLiveDesktops(poolId: string) {
       if (e.type !== 'desktop.state' || (e as DesktopStateEvent).poolId !== poolId) return;
       poolPagePerf.eventsApplied++;
       for (const d of (e as DesktopStateEvent).desktops) queue.current.push({ name: d.name, state: d.state });
+      if (loading.current !== 0) {
+        // Kept until the snapshot arrives (see load).
+        for (const ch of queue.current) sinceLoad.current.push(ch);
+        queue.current = [];
+        return;
+      }
       if (frame.current === undefined) {
         frame.current = requestAnimationFrame(() => {
           frame.current = undefined;
@@ -94,6 +115,8 @@ function useLiveDesktops(poolId: string) {
       off();
       offResync();
       if (frame.current !== undefined) cancelAnimationFrame(frame.current);
+      frame.current = undefined;
+      loading.current = 0;
     };
   }, [poolId]);
 
