@@ -208,7 +208,7 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
     cleanups.push(() => clearInterval(pruneTimer));
 
     const metrics = new Metrics(db);
-    const sessions = new SessionStore(db);
+    const sessions = new SessionStore(db, verifier);
     const sessionTimer = setInterval(() => void sessions.prune().catch(logError), 10 * 60_000);
     cleanups.push(() => clearInterval(sessionTimer));
     const app = createApp({

@@ -25,6 +25,15 @@ export class TokenVerifier {
     for (const stored of this.#hashes) ok = timingSafeEqual(h, stored) || ok;
     return ok;
   }
+
+  /** Whether a token with this sha256 (hex) is still accepted; sessions made with another one end. */
+  acceptsHash(sha256Hex: string | null): boolean {
+    if (!sha256Hex || !/^[0-9a-f]{64}$/.test(sha256Hex)) return false;
+    const h = Buffer.from(sha256Hex, 'hex');
+    let ok = false;
+    for (const stored of this.#hashes) ok = timingSafeEqual(h, stored) || ok;
+    return ok;
+  }
 }
 
 export function bearerToken(header: string | undefined): string | undefined {

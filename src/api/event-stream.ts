@@ -18,6 +18,8 @@ export interface EventStreamDeps {
   auth: TokenVerifier;
   /** Browsers cannot set headers on a WebSocket: the web UI authenticates with its session cookie. */
   sessions?: SessionStore;
+  /** Keep-alive ping (and session re-check) period; tests shorten it. */
+  pingIntervalMs?: number;
   events: EventBus;
   metrics?: Metrics;
   log: (err: unknown) => void;
@@ -42,12 +44,12 @@ export function attachEventStream(server: Server, deps: EventStreamDeps): { clos
       return;
     }
     void authenticate(req, url, deps).then(
-      (ok) => {
-        if (!ok) {
+      (auth) => {
+        if (!auth.ok) {
           reject(socket, 401, 'missing or invalid token (Authorization: Bearer, ?token= or a session cookie from this origin)', 'WWW-Authenticate: Bearer\r\n');
           return;
         }
-        upgrade(req, socket, head, url);
+        upgrade(req, socket, head, url, auth.sessionId);
       },
       (err) => {
         deps.log(err);
@@ -56,7 +58,7 @@ export function attachEventStream(server: Server, deps: EventStreamDeps): { clos
     );
   });
 
-  const upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer, url: URL): void => {
+  const upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer, url: URL, sessionId: string | undefined): void => {
     const sinceRaw = url.searchParams.get('since');
     let since: number | undefined;
     if (sinceRaw !== null) {
@@ -67,7 +69,7 @@ export function attachEventStream(server: Server, deps: EventStreamDeps): { clos
       since = Number(sinceRaw);
     }
     const types = url.searchParams.get('types')?.split(',').filter(Boolean);
-    wss.handleUpgrade(req, socket, head, (ws) => serve(ws, since, types ? new Set(types) : undefined, deps));
+    wss.handleUpgrade(req, socket, head, (ws) => serve(ws, since, types ? new Set(types) : undefined, deps, sessionId));
   };
 
   return {
@@ -78,16 +80,17 @@ export function attachEventStream(server: Server, deps: EventStreamDeps): { clos
   };
 }
 
-async function authenticate(req: IncomingMessage, url: URL, deps: EventStreamDeps): Promise<boolean> {
+async function authenticate(req: IncomingMessage, url: URL, deps: EventStreamDeps): Promise<{ ok: boolean; sessionId?: string }> {
   const token = bearerToken(req.headers.authorization) ?? url.searchParams.get('token') ?? undefined;
-  if (token !== undefined) return deps.auth.verify(token);
-  if (!deps.sessions) return false;
+  if (token !== undefined) return { ok: deps.auth.verify(token) };
+  if (!deps.sessions) return { ok: false };
   // A page on another site could open this socket with our cookie (SameSite aside); Origin tells.
-  if (!req.headers.origin || !sameOrigin(req.headers.origin, req.headers.host)) return false;
-  return (await deps.sessions.lookup(cookieValue(req.headers.cookie, SESSION_COOKIE))) !== undefined;
+  if (!req.headers.origin || !sameOrigin(req.headers.origin, req.headers.host)) return { ok: false };
+  const sessionId = cookieValue(req.headers.cookie, SESSION_COOKIE);
+  return (await deps.sessions.lookup(sessionId)) !== undefined ? { ok: true, sessionId } : { ok: false };
 }
 
-function serve(ws: WebSocket, since: number | undefined, types: Set<string> | undefined, deps: EventStreamDeps): void {
+function serve(ws: WebSocket, since: number | undefined, types: Set<string> | undefined, deps: EventStreamDeps, sessionId?: string): void {
   deps.metrics?.eventStreams.inc();
   // Events of other nodes can arrive after a higher seq of ours: send each seq once, in arrival order.
   const floor = since ?? -1;
@@ -113,7 +116,18 @@ function serve(ws: WebSocket, since: number | undefined, types: Set<string> | un
     else send(event);
   });
 
-  const ping = setInterval(() => ws.ping(), PING_INTERVAL_MS);
+  const ping = setInterval(() => {
+    ws.ping();
+    // A stream opened with a session ends with it (signed out in another tab, expired, token changed).
+    if (sessionId !== undefined && deps.sessions) {
+      deps.sessions.lookup(sessionId).then(
+        (s) => {
+          if (!s && !closed) ws.close(1008, 'session ended; sign in again');
+        },
+        deps.log,
+      );
+    }
+  }, deps.pingIntervalMs ?? PING_INTERVAL_MS);
   ws.on('close', () => {
     closed = true;
     clearInterval(ping);

@@ -5,6 +5,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import type { Database } from '../db/schema.ts';
 import { SessionRepository } from '../db/repositories/session.repository.ts';
+import { hashToken, type TokenVerifier } from './auth.ts';
 
 export const SESSION_COOKIE = 'thicket_session';
 export const CSRF_HEADER = 'x-csrf-token';
@@ -23,17 +24,20 @@ export class SessionStore {
   #db: Kysely<Database>;
   #repo = new SessionRepository();
   #ttlMs: number;
+  #auth: TokenVerifier;
 
-  constructor(db: Kysely<Database>, ttlMs = SESSION_TTL_MS) {
+  constructor(db: Kysely<Database>, auth: TokenVerifier, ttlMs = SESSION_TTL_MS) {
     this.#db = db;
+    this.#auth = auth;
     this.#ttlMs = ttlMs;
   }
 
-  async create(): Promise<Session & { id: string }> {
+  /** A session for a token the caller has verified; it lasts while that token stays valid. */
+  async create(token: string): Promise<Session & { id: string }> {
     const id = randomBytes(32).toString('base64url');
     const csrfToken = randomBytes(24).toString('base64url');
     const expiresAt = new Date(Date.now() + this.#ttlMs);
-    await this.#repo.insert(this.#db, { id_sha256: sha256(id), csrf_token: csrfToken, expires_at: expiresAt });
+    await this.#repo.insert(this.#db, { id_sha256: sha256(id), csrf_token: csrfToken, expires_at: expiresAt, token_sha256: hashToken(token).toString('hex') });
     return { id, csrfToken, expiresAt };
   }
 
@@ -41,7 +45,9 @@ export class SessionStore {
     // Ids are 43 base64url characters; anything else cannot be ours and costs no query.
     if (!id || !/^[A-Za-z0-9_-]{43}$/.test(id)) return undefined;
     const row = await this.#repo.get(this.#db, sha256(id));
-    return row ? { csrfToken: row.csrf_token, expiresAt: new Date(row.expires_at) } : undefined;
+    // Made with a token that is no longer accepted (the admin token was changed): the session is over.
+    if (!row || !this.#auth.acceptsHash(row.token_sha256)) return undefined;
+    return { csrfToken: row.csrf_token, expiresAt: new Date(row.expires_at) };
   }
 
   async destroy(id: string | undefined): Promise<void> {

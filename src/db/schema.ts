@@ -209,6 +209,7 @@ export interface SessionsTable {
   csrf_token: string;
   created_at: Generated<Date>;
   expires_at: Date;
+  token_sha256: string | null;
 }
 
 export const SCHEDULE_ACTIONS = ['refresh', 'recompose-latest'] as const;

@@ -102,6 +102,25 @@ describe.each(DATABASE_KINDS)('browser sessions (%s)', (kind) => {
     expect(await openEvents(t.url, { origin: t.url })).toBe(401);
   });
 
+  it('ends the sessions made with an admin token once that token is replaced', async () => {
+    const { cookie } = await signIn(t);
+    expect((await fetch(`${t.url}/api/v1/templates`, { headers: { cookie } })).status).toBe(200);
+    const original = t.config.adminToken;
+    const replacement = 'replacement-admin-token-0123456789';
+    t.config.adminToken = replacement;
+    t.token = replacement;
+    try {
+      await t.restart();
+      expect((await fetch(`${t.url}/api/v1/templates`, { headers: { cookie } })).status).toBe(401);
+      const fresh = await signIn(t);
+      expect((await fetch(`${t.url}/api/v1/templates`, { headers: { cookie: fresh.cookie } })).status).toBe(200);
+    } finally {
+      t.config.adminToken = original;
+      t.token = original!;
+      await t.restart();
+    }
+  });
+
   it('serves the web UI at / and its routes, while unknown API paths stay JSON 404s', async () => {
     const root = await fetch(`${t.url}/`);
     expect(root.status).toBe(200);

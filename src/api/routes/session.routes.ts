@@ -33,7 +33,7 @@ export function sessionRoutes(sessions: SessionStore, auth: TokenVerifier): Hono
   app.post('/', async (c) => {
     const body = await parseJsonBody(c, createSessionBody);
     if (!auth.verify(body.token)) throw new AppError('UNAUTHORIZED', 'the token is not valid');
-    const session = await sessions.create();
+    const session = await sessions.create(body.token);
     setCookie(c, SESSION_COOKIE, session.id, {
       httpOnly: true,
       sameSite: 'Strict',
