@@ -8,23 +8,13 @@
 //   npm run bench:ui [-- --size 2000]
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
+import type { PoolPagePerf as Perf } from '../../web/src/perf.ts';
 import { launchChromium } from '../helpers/browser.ts';
 import { startTestThicket, type TestThicket } from '../helpers/thicket.ts';
 
 const args = process.argv.slice(2);
 const sizeArg = args.indexOf('--size');
 const SIZE = sizeArg >= 0 ? Number(args[sizeArg + 1]) : 2000;
-
-interface Perf {
-  renderMs?: number;
-  desktopsRendered: number;
-  eventsApplied: number;
-  desktopChangesApplied: number;
-  applyMs: number;
-  frames: number;
-  maxFrameMs: number;
-  domCells: number;
-}
 
 async function waitJob(t: TestThicket, id: string): Promise<void> {
   const job = await t.waitForJob(id, 600_000);

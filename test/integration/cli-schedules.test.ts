@@ -3,7 +3,7 @@
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { run } from '../../src/cli/main.ts';
+import { cliRunner } from '../helpers/cli.ts';
 import { startTestThicket, type TestThicket } from '../helpers/thicket.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -12,17 +12,7 @@ describe('thicket schedules CLI', () => {
   let t: TestThicket;
   let poolId: string;
 
-  async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-    let out = '';
-    let err = '';
-    const code = await run([...argv, '--url', t.url, '--token', t.token], (s) => (out += `${s}\n`), (s) => (err += `${s}\n`));
-    return { code, out, err };
-  }
-  const json = async (...argv: string[]) => {
-    const r = await cli(...argv, '--json');
-    expect(r.code, r.err).toBe(0);
-    return JSON.parse(r.out);
-  };
+  const { cli, json } = cliRunner(() => t);
 
   beforeAll(async () => {
     t = await startTestThicket('pglite');

@@ -5,8 +5,8 @@ import { chmodSync, closeSync, openSync, writeFileSync, writeSync } from 'node:f
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { run } from '../../src/cli/main.ts';
 import { ROOT } from '../../src/thicket.ts';
+import { cliRunner } from '../helpers/cli.ts';
 import { startTestThicket, type TestThicket } from '../helpers/thicket.ts';
 
 const execFileAsync = promisify(execFile);
@@ -15,17 +15,7 @@ describe('thicket CLI', () => {
   let t: TestThicket;
   const ids: Record<string, string> = {};
 
-  async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-    let out = '';
-    let err = '';
-    const code = await run([...argv, '--url', t.url, '--token', t.token], (s) => (out += `${s}\n`), (s) => (err += `${s}\n`));
-    return { code, out, err };
-  }
-  const json = async (...argv: string[]) => {
-    const r = await cli(...argv, '--json');
-    expect(r.code, r.err).toBe(0);
-    return JSON.parse(r.out);
-  };
+  const { cli, json } = cliRunner(() => t);
 
   beforeAll(async () => {
     t = await startTestThicket('pglite');

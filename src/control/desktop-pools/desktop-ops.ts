@@ -183,6 +183,16 @@ export class DesktopOps {
     this.stateEvents.push(poolId, desktops.map((d) => ({ name: d.name, cloneId: d.clone_id, state: 'deleted' })));
   }
 
+  /** Resets clones to their replica in the data plane and zeroes their recorded usage; returns the failed ones with why. */
+  async resetClones(cloneIds: string[]): Promise<Map<string, string>> {
+    if (cloneIds.length === 0) return new Map();
+    const results = await this.dataplane.call('resetClones', { ids: cloneIds });
+    const failed = new Map(results.filter((r) => r.error).map((r) => [r.id, r.error!]));
+    const ok = cloneIds.filter((id) => !failed.has(id));
+    if (ok.length) await this.db.updateTable('clones').set({ unique_bytes: 0 }).where('id', 'in', ok).execute();
+    return failed;
+  }
+
   async setStates(poolId: string, desktops: DesktopRow[], state: DesktopState): Promise<void> {
     if (desktops.length === 0) return;
     await this.pools.setStates(this.db, desktops.map((d) => d.id), state);

@@ -297,14 +297,7 @@ export class DesktopPoolService {
     const d = claimed.rows[0];
     if (!d) throw new AppError('CONFLICT', `desktop "${seen.name}" is already being reset or provisioned`);
     ops.stateEvents.push(pool.id, [{ name: d.name, cloneId: d.clone_id, state: 'refreshing' }]);
-    const reset = async (list: DesktopRow[]): Promise<Set<string>> => {
-      if (list.length === 0) return new Set();
-      const results = await ops.dataplane.call('resetClones', { ids: list.map((x) => x.clone_id) });
-      const failed = new Set(results.filter((r) => r.error).map((r) => r.id));
-      const ok = list.map((x) => x.clone_id).filter((c) => !failed.has(c));
-      if (ok.length) await this.#db.updateTable('clones').set({ unique_bytes: 0 }).where('id', 'in', ok).execute();
-      return failed;
-    };
+    const reset = async (list: DesktopRow[]): Promise<Set<string>> => new Set((await ops.resetClones(list.map((x) => x.clone_id))).keys());
     // A stopped VM needs nothing around the reset; a VM whose session ended is powered off and on again.
     const failed = vmMayRun && ops.hooks ? await ops.hooks.aroundReset(pool, [d], reset) : new Map([...(await reset([d]))].map((c) => [c, 'reset failed']));
     const ok = !failed.has(d.clone_id);
@@ -380,11 +373,10 @@ export class DesktopPoolService {
     for (const d of stale) {
       const taken = await this.#db.updateTable('desktops').set({ updated_at: new Date() }).where('id', '=', d.id).where('state', '=', 'refreshing').where('updated_at', '=', d.updated_at).executeTakeFirst();
       if (Number(taken.numUpdatedRows) !== 1) continue;
-      const [result] = await ops.dataplane.call('resetClones', { ids: [d.clone_id] });
-      const ok = !result?.error;
-      if (ok) await this.#db.updateTable('clones').set({ unique_bytes: 0 }).where('id', '=', d.clone_id).execute();
+      const error = (await ops.resetClones([d.clone_id])).get(d.clone_id);
+      const ok = error === undefined;
       await ops.setStates(d.pool_id, [d], ok ? 'available' : 'failed');
-      ops.events.emit('desktop.refreshed-on-logoff', { poolId: d.pool_id, name: d.name, ok, recovered: true, error: result?.error });
+      ops.events.emit('desktop.refreshed-on-logoff', { poolId: d.pool_id, name: d.name, ok, recovered: true, error });
       done++;
     }
     return done;

@@ -210,25 +210,22 @@ abstract class ResetPoolJob implements JobHandler {
     const ops = this.ops;
     if (batch.length === 0) return new Set();
     const ids = batch.map((d) => d.clone_id);
-    const results = recompose
-      ? await ops.dataplane.call('recomposeClones', { ids, replica: { id: replica.id, path: replica.path, sizeBytes: replica.sizeBytes } })
-      : await ops.dataplane.call('resetClones', { ids });
+    if (!recompose) return new Set((await ops.resetClones(ids)).keys());
+    const results = await ops.dataplane.call('recomposeClones', { ids, replica: { id: replica.id, path: replica.path, sizeBytes: replica.sizeBytes } });
     const failed = new Set(results.filter((r) => r.error).map((r) => r.id));
     const okIds = ids.filter((id) => !failed.has(id));
-    if (recompose && okIds.length) {
+    if (okIds.length) {
       await ops.db
         .updateTable('clones')
         .set({ replica_id: replica.id, size_bytes: sql`greatest(size_bytes, ${replica.sizeBytes})` as never, unique_bytes: 0 })
         .where('id', 'in', okIds)
         .execute();
-    } else if (okIds.length) {
-      await ops.db.updateTable('clones').set({ unique_bytes: 0 }).where('id', 'in', okIds).execute();
     }
     return failed;
   }
 
-  /** Gives each desktop a fresh clone under the same namespace and keeps the old one for `grace` seconds. */
   /**
+   * Gives each desktop a fresh clone under the same namespace and keeps the old one for `grace` seconds.
    * `jobStart`: when the job that asks began. A desktop whose current clone this job already swapped in
    * (a resumed run redoing its batch) is left as it is: swapping again would delete the clone its grace
    * period promised to keep and keep the blank one instead.
