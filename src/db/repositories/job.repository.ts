@@ -101,9 +101,11 @@ export class JobRepository {
    * where no other process can be running them.
    */
   async requeueStale(db: Executor, olderThanMs: number): Promise<JobRow[]> {
+    // "<=": with olderThanMs 0 (requeue everything at start-up) a heartbeat written in the same clock
+    // tick as now() must count too, or that job stays running with no runner until it goes stale.
     const r = await sql<JobRow>`
       UPDATE jobs SET state = 'queued', claimed_by = NULL
-      WHERE state = 'running' AND (heartbeat_at IS NULL OR heartbeat_at < now() - make_interval(secs => ${olderThanMs / 1000}))
+      WHERE state = 'running' AND (heartbeat_at IS NULL OR heartbeat_at <= now() - make_interval(secs => ${olderThanMs / 1000}))
       RETURNING *`.execute(db);
     return r.rows;
   }
