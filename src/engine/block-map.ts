@@ -1,6 +1,7 @@
 // A clone's block map: LBA → a block the clone owns (its number in the clone's data file), ZERO, or,
 // when absent from both, INHERIT (read the replica, or zeroes past the replica's end). Memory grows with
-// the blocks written: owned blocks one Map entry each, ZERO as intervals.
+// the blocks written: owned blocks one hash-table entry each (block-table.ts), ZERO as intervals.
+import { BlockTable } from './block-table.ts';
 import { IntervalSet } from './interval-set.ts';
 
 export const MAP_ZERO = -1;
@@ -12,7 +13,7 @@ export type Run =
   | { kind: 'zero'; lba: number; n: number };
 
 export class BlockMap {
-  readonly owned = new Map<number, number>();
+  readonly owned = new BlockTable();
   readonly zero = new IntervalSet();
 
   get ownedCount(): number {
@@ -78,12 +79,14 @@ export class BlockMap {
         }
       }
     } else {
-      for (const [lba, p] of this.owned) {
+      const drop: number[] = [];
+      this.owned.forEach((p, lba) => {
         if (lba >= start && lba < end) {
           freed.push(p);
-          this.owned.delete(lba);
+          drop.push(lba);
         }
-      }
+      });
+      for (const lba of drop) this.owned.delete(lba);
     }
     return freed;
   }

@@ -13,6 +13,7 @@ import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { BLOCK_SIZE_BYTES } from './block-size.ts';
 import { BlockMap, MAP_ZERO } from './block-map.ts';
+import { MAX_BLOCK } from './block-table.ts';
 import { pushZeroes, sliceChunks, takeBuffer, totalLength } from './buffers.ts';
 import { CloneClosedError, CloneFailedError, IoError, LbaOutOfRangeError, OutOfSpaceError } from './errors.ts';
 import { fdatasync, fsyncDir } from './fs-callbacks.ts';
@@ -292,7 +293,10 @@ export class Clone {
     for (let lba = slba; lba < end; lba++) if (!owned.has(lba)) needed++;
     const fromFree = Math.min(needed, this.#free.length);
     // Reserve first: a write that cannot get all its new blocks changes nothing.
-    if (needed > fromFree) this.#host.reserveBlocks(needed - fromFree);
+    if (needed > fromFree) {
+      if (this.dataBlocks + needed - fromFree > MAX_BLOCK + 1) throw new OutOfSpaceError();
+      this.#host.reserveBlocks(needed - fromFree);
+    }
     if (this.#dataFd < 0) this.#openData(true);
 
     const pblocks = new Array<number>(nlb);
@@ -347,7 +351,10 @@ export class Clone {
     const fresh = p === undefined;
     if (fresh) {
       // Reserve first: a write that cannot get its new block changes nothing.
-      if (this.#free.length === 0) this.#host.reserveBlocks(1);
+      if (this.#free.length === 0) {
+        if (this.dataBlocks > MAX_BLOCK) throw new OutOfSpaceError();
+        this.#host.reserveBlocks(1);
+      }
       if (this.#dataFd < 0) this.#openData(true);
       p = this.#free.length > 0 ? this.#free.pop()! : this.dataBlocks++;
       owned.set(lba, p);
