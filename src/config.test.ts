@@ -56,6 +56,8 @@ describe('loadConfig defaults', () => {
   it('advertises nothing fixed when listening on a wildcard address', () => {
     expect(loadConfig({ THICKET_NVME_ADDR: '0.0.0.0' }).nvmeAdvertiseAddr).toBeUndefined();
     expect(loadConfig({ THICKET_NVME_ADDR: '[::]' }).nvmeAdvertiseAddr).toBeUndefined();
+    // A listen host name is not advertised: each host is told the address it reached.
+    expect(loadConfig({ THICKET_NVME_ADDR: 'localhost' }).nvmeAdvertiseAddr).toBeUndefined();
   });
 
   it('treats empty variables like unset ones', () => {
@@ -100,7 +102,7 @@ describe('loadConfig accepts valid values', () => {
       THICKET_DISCOVERY_PORT: '18009',
       THICKET_ADMIN_TOKEN: 'a-long-enough-token',
       THICKET_LOG_LEVEL: 'debug',
-      THICKET_NVME_ADVERTISE_ADDR: 'thicket.example',
+      THICKET_NVME_ADVERTISE_ADDR: '10.0.0.9',
       THICKET_NQN_PREFIX: 'nqn.2030-01.com.example',
       THICKET_REPLICA_CACHE_BYTES: '0',
       THICKET_JOURNAL_BYTES: '1048576',
@@ -115,7 +117,7 @@ describe('loadConfig accepts valid values', () => {
       discoveryPort: 18009,
       adminToken: 'a-long-enough-token',
       logLevel: 'debug',
-      nvmeAdvertiseAddr: 'thicket.example',
+      nvmeAdvertiseAddr: '10.0.0.9',
       nqnPrefix: 'nqn.2030-01.com.example',
       replicaCacheBytes: 0,
       journalBytes: 1048576,
@@ -161,6 +163,7 @@ describe('loadConfig rejects invalid values with a ConfigError naming the variab
     ['an upper-case log level', { THICKET_LOG_LEVEL: 'INFO' }, 'THICKET_LOG_LEVEL'],
     ['a wildcard advertise address', { THICKET_NVME_ADVERTISE_ADDR: '0.0.0.0' }, 'THICKET_NVME_ADVERTISE_ADDR'],
     ['an advertise address with invalid characters', { THICKET_NVME_ADVERTISE_ADDR: 'a b' }, 'THICKET_NVME_ADVERTISE_ADDR'],
+    ['a host name as the advertise address (discovery entries carry address literals)', { THICKET_NVME_ADVERTISE_ADDR: 'thicket.example' }, 'THICKET_NVME_ADVERTISE_ADDR'],
     ['an NQN prefix without a date', { THICKET_NQN_PREFIX: 'nqn.io.thicket' }, 'THICKET_NQN_PREFIX'],
     ['a non-numeric replica cache size', { THICKET_REPLICA_CACHE_BYTES: '256M' }, 'THICKET_REPLICA_CACHE_BYTES'],
     ['a journal smaller than 1 MiB', { THICKET_JOURNAL_BYTES: '1048575' }, 'THICKET_JOURNAL_BYTES'],

@@ -1,5 +1,6 @@
 // Configuration comes only from environment variables. Every variable has a default and is validated once
 // at start-up; a bad value stops the process with a message naming the variable.
+import { isIP } from 'node:net';
 import path from 'node:path';
 
 export interface Config {
@@ -78,9 +79,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (nvmeAdvertiseAddr === '0.0.0.0' || nvmeAdvertiseAddr === '::') {
     throw new ConfigError('THICKET_NVME_ADVERTISE_ADDR must be an address hosts can dial, not a wildcard');
   }
-  // Listening on a wildcard without an advertised address: each discovery answer uses the address the
-  // host connected to (never 0.0.0.0).
-  if (nvmeAdvertiseAddr === undefined && nvmeAddr !== '0.0.0.0' && nvmeAddr !== '::') nvmeAdvertiseAddr = nvmeAddr;
+  // The discovery log's TRADDR is an address literal matching its ADRFAM; hosts do not resolve names there.
+  if (nvmeAdvertiseAddr !== undefined && isIP(nvmeAdvertiseAddr) === 0) {
+    throw new ConfigError(`THICKET_NVME_ADVERTISE_ADDR must be an IPv4 or IPv6 address (discovery log entries carry no host names), got "${advertiseRaw}"`);
+  }
+  // Listening on a wildcard (or a host name) without an advertised address: each discovery answer uses
+  // the address the host connected to (never 0.0.0.0).
+  if (nvmeAdvertiseAddr === undefined && nvmeAddr !== '0.0.0.0' && nvmeAddr !== '::' && isIP(nvmeAddr) !== 0) nvmeAdvertiseAddr = nvmeAddr;
   const nqnPrefix = get('THICKET_NQN_PREFIX', 'nqn.2026-11.io.thicket');
   if (!/^nqn\.\d{4}-\d{2}\.[a-z0-9][a-z0-9.-]*[a-z0-9]$/i.test(nqnPrefix)) {
     throw new ConfigError(`THICKET_NQN_PREFIX must look like nqn.yyyy-mm.reverse.domain, got "${nqnPrefix}"`);

@@ -5,7 +5,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { NvmeTcpHost } from '../../src/nvmeof/host/nvme-tcp-host.ts';
-import { aerSqe, connectData, connectSqe, dsmRanges, dsmSqe, getLogPageSqe, identifySqe, readSqe, setFeaturesSqe, writeSqe, writeZeroesSqe } from '../../src/nvmeof/host/sqe-builders.ts';
+import { aerSqe, connectData, connectSqe, dsmRanges, dsmSqe, getFeaturesSqe, getLogPageSqe, identifySqe, readSqe, setFeaturesSqe, writeSqe, writeZeroesSqe } from '../../src/nvmeof/host/sqe-builders.ts';
 import { ADMIN_OPC, AEN, CNS, DISCOVERY_NQN, FCTYPE, FES, FID, IO_OPC, LID, OPC_FABRICS, PDU_FLAG, PDU_TYPE, PROPERTY, SGL } from '../../src/nvmeof/protocol/constants.ts';
 import { STATUS } from '../../src/nvmeof/protocol/status.ts';
 import { startTestTarget, HOSTNQN, OTHER_HOSTNQN, SUBNQN, type TestTarget } from '../fixtures/nvme-target.ts';
@@ -1370,4 +1370,98 @@ describe('keep-alive', () => {
     await a.c.waitClosed(KATO + 4000);
     expect(Date.now() - start).toBeLessThanOrEqual(KATO + 3000 + TICK_SLACK_MS);
   }, 20_000);
+});
+
+describe('Connect attributes, features and per-namespace health', () => {
+  it('a host that disables SQ flow control at Connect (CATTR bit 2) gets SQHD FFFFh in every completion', async () => {
+    const c = await rawClient();
+    await c.icReq();
+    const s = connectSqe(0, 31, 0);
+    s[46] = 0x04;
+    const conn = await c.exec((cid) => capsuleCmd(sglInCapsule(withCid(s, cid), 1024), { data: connectData(randomBytes(16), 0xffff, SUBNQN, HOSTNQN) }));
+    expectStatus(conn.status, 0);
+    expect(conn.sqhd).toBe(0xffff);
+    const en = await c.exec((cid) => cmd.enable(cid));
+    expect(en.sqhd).toBe(0xffff);
+    // Without the attribute SQHD moves with the queue.
+    const a = await adminSession();
+    const k1 = await a.c.exec((cid) => cmd.identify(cid, CNS.Controller));
+    const k2 = await a.c.exec((cid) => cmd.identify(cid, CNS.Controller));
+    expect(k2.sqhd).toBe((k1.sqhd + 1) % 32);
+  });
+
+  it('a Connect refused for its data length names offset 24 of the command (IATTR 0)', async () => {
+    const c = await rawClient();
+    await c.icReq();
+    const s = sglInCapsule(withCid(connectSqe(0, 31, 0), 1), 512);
+    c.send(capsuleCmd(s, { data: connectData(randomBytes(16), 0xffff, SUBNQN, HOSTNQN).subarray(0, 512) }));
+    const r = await c.response(1);
+    expectStatus(r.status, STATUS.ConnectInvalidParameters);
+    expect(r.dw0 >>> 0).toBe(24);
+  });
+
+  it('Number of Queues reports what the host may connect: after asking for one, queue 3 connects', async () => {
+    const a = await adminSession();
+    const nq = await a.c.exec((cid) => cmd.setFeatures(cid, FID.NumberOfQueues, 0));
+    expectStatus(nq.status, 0);
+    const allocated = Math.min(nq.dw0 & 0xffff, nq.dw0 >>> 16) + 1;
+    expect(allocated).toBeGreaterThanOrEqual(3);
+    await ioSession(a, 3);
+  });
+
+  it('Get Features SEL: capabilities (changeable, not saveable) and defaults; AEC keeps the bits set', async () => {
+    const a = await adminSession();
+    const getSel = (fid: number, sel: number) => {
+      const s = getFeaturesSqe(fid);
+      s.writeUInt32LE(((fid & 0xff) | (sel << 8)) >>> 0, 40);
+      return a.c.exec((cid) => cmd.raw(cid, sglTransport(s, 0)));
+    };
+    const caps = await getSel(FID.KeepAliveTimer, 3);
+    expectStatus(caps.status, 0);
+    expect(caps.dw0 & 0x7).toBe(0x4);
+    const vwc = await getSel(FID.VolatileWriteCache, 3);
+    expect(vwc.dw0 & 0x7).toBe(0);
+    expectStatus((await getSel(0x7e, 3)).status, STATUS.InvalidField);
+    expectStatus((await a.c.exec((cid) => cmd.setFeatures(cid, FID.AsyncEventConfiguration, 0x1ff))).status, 0);
+    expect((await getSel(FID.AsyncEventConfiguration, 0)).dw0 >>> 0).toBe(0x1ff);
+    expect((await getSel(FID.AsyncEventConfiguration, 1)).dw0 >>> 0).toBe(0);
+    expectStatus((await getSel(FID.AsyncEventConfiguration, 4)).status, STATUS.InvalidField);
+  });
+
+  it('SMART counts per namespace, sums them for FFFFFFFFh, refuses an inactive NSID and keeps counting across reconnects', async () => {
+    const two = await startTestTarget({ namespaces: [1, 2] });
+    try {
+      const smart = async (c: RawClient, nsid: number) => {
+        const s = getLogPageSqe(LID.Smart, 512, 0, nsid);
+        return c.exec((cid) => cmd.raw(cid, sglTransport(s, 512)));
+      };
+      // Data units written at byte 48 and host write commands at byte 80 (128-bit little-endian).
+      const writes = (log: Buffer) => Number(log.readBigUInt64LE(80));
+      const unitsWritten = (log: Buffer) => Number(log.readBigUInt64LE(48));
+      const hostid = randomBytes(16);
+      const c1 = await RawClient.connect(two.ioPort);
+      const cntlid = await c1.connectAdmin({ hostid, subnqn: SUBNQN, hostnqn: HOSTNQN });
+      const io = await RawClient.connect(two.ioPort);
+      await io.icReq();
+      expectStatus((await io.exec((cid) => connectCapsule({ cid, qid: 1, sqsize: 127, hostid, cntlid, subnqn: SUBNQN, hostnqn: HOSTNQN }))).status, 0);
+      for (let i = 0; i < 3; i++) expectStatus((await io.exec((cid) => cmd.write(cid, 1, i * 2, randomBytes(8192)))).status, 0);
+      const ns1 = await smart(c1, 1);
+      expectStatus(ns1.status, 0);
+      expect(writes(ns1.data!)).toBe(3);
+      expect(unitsWritten(ns1.data!)).toBe(1); // 24 KiB = 48 units of 512 bytes → 1 thousand, rounded up
+      const ns2 = await smart(c1, 2);
+      expect(writes(ns2.data!)).toBe(0);
+      expect(writes((await smart(c1, 0xffffffff)).data!)).toBe(3);
+      expectStatus((await smart(c1, 7)).status, STATUS.InvalidNamespace);
+      io.close();
+      c1.close();
+      // A new controller of the same host sees the same counts.
+      const c2 = await RawClient.connect(two.ioPort);
+      await c2.connectAdmin({ hostid, subnqn: SUBNQN, hostnqn: HOSTNQN });
+      expect(writes((await smart(c2, 1)).data!)).toBe(3);
+      c2.close();
+    } finally {
+      await two.stop();
+    }
+  });
 });

@@ -88,11 +88,6 @@ export class Controller {
   #timer: NodeJS.Timeout | undefined;
   #host: ControllerHost;
   #closed = false;
-  // SMART counters as plain numbers (exact far beyond any realistic count): no BigInt per command.
-  #hostReadCommands = 0;
-  #hostWriteCommands = 0;
-  #bytesRead = 0;
-  #bytesWritten = 0;
   /** Set by #check for the command it passed: its namespace and transfer length. */
   #checkedNs: Namespace | undefined;
   #checkedBytes = 0;
@@ -120,15 +115,39 @@ export class Controller {
     return (this.csts & 1) === 1;
   }
 
-  /** SMART / health counters; data units are thousands of 512-byte units, rounded up. */
-  get counters(): SmartCounters & { bytesRead: number; bytesWritten: number } {
+  /**
+   * SMART / health counters of one namespace, or (nsid 0 or FFFFFFFFh) summed over every namespace this
+   * host sees, like nvmet. They live with the namespaces, so a reconnecting host never sees them go
+   * back. Data units are thousands of 512-byte units, rounded up. Undefined: no such visible namespace.
+   */
+  counters(nsid = 0xffffffff): (SmartCounters & { bytesRead: number; bytesWritten: number }) | undefined {
+    const sub = this.subsystem;
+    let list: Namespace[] = [];
+    if (nsid === 0 || nsid === 0xffffffff) {
+      if (sub) for (const id of sub.visibleNsids(this.hostnqn)) list.push(sub.namespaces.get(id)!);
+    } else {
+      const ns = sub?.namespaceFor(nsid, this.hostnqn);
+      if (!ns) return undefined;
+      list = [ns];
+    }
+    let readCommands = 0;
+    let writeCommands = 0;
+    let bytesRead = 0;
+    let bytesWritten = 0;
+    for (const ns of list) {
+      if (!ns.io) continue;
+      readCommands += ns.io.readCommands;
+      writeCommands += ns.io.writeCommands;
+      bytesRead += ns.io.bytesRead;
+      bytesWritten += ns.io.bytesWritten;
+    }
     return {
-      dataUnitsRead: BigInt(Math.ceil(this.#bytesRead / 512_000)),
-      dataUnitsWritten: BigInt(Math.ceil(this.#bytesWritten / 512_000)),
-      hostReadCommands: BigInt(this.#hostReadCommands),
-      hostWriteCommands: BigInt(this.#hostWriteCommands),
-      bytesRead: this.#bytesRead,
-      bytesWritten: this.#bytesWritten,
+      dataUnitsRead: BigInt(Math.ceil(bytesRead / 512_000)),
+      dataUnitsWritten: BigInt(Math.ceil(bytesWritten / 512_000)),
+      hostReadCommands: BigInt(readCommands),
+      hostWriteCommands: BigInt(writeCommands),
+      bytesRead,
+      bytesWritten,
     };
   }
 
@@ -374,9 +393,12 @@ export class Controller {
         case LID.ErrorInformation:
           log = Buffer.alloc(64 * 64);
           break;
-        case LID.Smart:
-          log = smartLog(this.counters);
+        case LID.Smart: {
+          const counters = this.counters(sqe.nsid);
+          if (!counters) return fail(STATUS.InvalidNamespace);
+          log = smartLog(counters);
           break;
+        }
         case LID.FirmwareSlot: {
           log = Buffer.alloc(512);
           log[0] = 1;
@@ -415,14 +437,17 @@ export class Controller {
         const nsqr = cdw11 & 0xffff;
         const ncqr = cdw11 >>> 16;
         if (nsqr === 0xffff || ncqr === 0xffff) return fail(STATUS.InvalidField);
-        this.grantedIoQueues = Math.min(MAX_IO_QUEUES, Math.min(nsqr, ncqr) + 1);
+        // Like nvmet, the controller allocates its maximum whatever was asked, reports that, and lets the
+        // host connect that many I/O queues (Linux uses the smaller of its request and this).
+        this.grantedIoQueues = MAX_IO_QUEUES;
         const n = MAX_IO_QUEUES - 1;
         return ok({ dw0: ((n << 16) | n) >>> 0 });
       }
       case FID.AsyncEventConfiguration: {
         const supported = this.discovery ? AEC_MASK.DiscoveryLogChange : AEC_MASK.NamespaceAttribute;
         if ((cdw11 & ~supported) !== 0 && (cdw11 & ~supported & ~0xff) !== 0) return fail(STATUS.InvalidField);
-        this.aec = cdw11 & supported;
+        // Kept as set (Get Features returns it); only the supported notices are ever raised.
+        this.aec = cdw11 & (supported | 0xff);
         return ok({ dw0: this.aec >>> 0 });
       }
       case FID.KeepAliveTimer:
@@ -442,6 +467,35 @@ export class Controller {
 
   #getFeatures(sqe: Sqe): Completion {
     const fid = sqe.cdw(10) & 0xff;
+    const sel = (sqe.cdw(10) >>> 8) & 0x7;
+    if (sel === 3) {
+      // Supported capabilities: nothing is saveable or namespace specific; all but the write cache are
+      // changeable.
+      switch (fid) {
+        case FID.NumberOfQueues:
+        case FID.AsyncEventConfiguration:
+        case FID.KeepAliveTimer:
+        case FID.HostIdentifier:
+          return this.discovery && fid === FID.NumberOfQueues ? fail(STATUS.InvalidField) : ok({ dw0: 0x4 });
+        case FID.VolatileWriteCache:
+          return this.discovery ? fail(STATUS.InvalidField) : ok({ dw0: 0 });
+        default:
+          return fail(STATUS.InvalidField);
+      }
+    }
+    if (sel === 1 || sel === 2) {
+      // Default and saved values (nothing is saveable, so saved = default).
+      switch (fid) {
+        case FID.AsyncEventConfiguration:
+          return ok({ dw0: 0 });
+        case FID.KeepAliveTimer:
+          return ok({ dw0: 0 });
+        default:
+          break; // the rest have no other value than the current one
+      }
+    } else if (sel !== 0) {
+      return fail(STATUS.InvalidField);
+    }
     switch (fid) {
       case FID.NumberOfQueues: {
         if (this.discovery) return fail(STATUS.InvalidField);
@@ -537,8 +591,8 @@ export class Controller {
       } catch (err) {
         return failWith(err);
       }
-      if (isPromise(r)) return r.then((views) => this.#readDone(views, bytes), failWith);
-      return this.#readDone(r, bytes);
+      if (isPromise(r)) return r.then((views) => this.#readDone(views, bytes, ns), failWith);
+      return this.#readDone(r, bytes, ns);
     }
     if (opc === IO_OPC.Write) {
       let r: void | Promise<void>;
@@ -547,21 +601,23 @@ export class Controller {
       } catch (err) {
         return failWith(err);
       }
-      if (isPromise(r)) return r.then(() => this.#writeDone(bytes), failWith);
-      return this.#writeDone(bytes);
+      if (isPromise(r)) return r.then(() => this.#writeDone(bytes, ns), failWith);
+      return this.#writeDone(bytes, ns);
     }
     return this.#ioOther(sqe, data, ns);
   }
 
-  #readDone(views: Buffer[], bytes: number): Completion {
-    this.#hostReadCommands++;
-    this.#bytesRead += bytes;
+  #readDone(views: Buffer[], bytes: number, ns: Namespace): Completion {
+    const io = (ns.io ??= { readCommands: 0, writeCommands: 0, bytesRead: 0, bytesWritten: 0 });
+    io.readCommands++;
+    io.bytesRead += bytes;
     return { status: SUCCESS, data: views };
   }
 
-  #writeDone(bytes: number): Completion {
-    this.#hostWriteCommands++;
-    this.#bytesWritten += bytes;
+  #writeDone(bytes: number, ns: Namespace): Completion {
+    const io = (ns.io ??= { readCommands: 0, writeCommands: 0, bytesRead: 0, bytesWritten: 0 });
+    io.writeCommands++;
+    io.bytesWritten += bytes;
     return { status: SUCCESS };
   }
 

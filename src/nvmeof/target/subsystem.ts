@@ -8,6 +8,15 @@ export interface Namespace {
   backend: NamespaceBackend;
   /** Host NQNs that see it; null means every allowed host. */
   visibleTo: Set<string> | null;
+  /** I/O served for the SMART / health log, across every controller and reconnect (made on first I/O). */
+  io?: NamespaceIo;
+}
+
+export interface NamespaceIo {
+  readCommands: number;
+  writeCommands: number;
+  bytesRead: number;
+  bytesWritten: number;
 }
 
 export class Subsystem {

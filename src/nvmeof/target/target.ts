@@ -169,7 +169,10 @@ export class Target implements ControllerHost {
   }
 
   discoveryEntries(hostnqn: string, localAddress: string): DiscoveryEntry[] {
-    const addr = this.#options.advertiseAddress ?? localAddress;
+    // A host that reached a dual-stack (::) listener over IPv4 is told the IPv4 address, not its
+    // IPv4-mapped IPv6 form: the entry must not send an IPv4 host to an IPv6 transport.
+    const local = /^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(localAddress) ? localAddress.slice(7) : localAddress;
+    const addr = this.#options.advertiseAddress ?? local;
     const entries: DiscoveryEntry[] = [];
     for (const sub of [...this.subsystems.values()].sort((a, b) => a.nqn.localeCompare(b.nqn))) {
       if (!sub.hostAllowed(hostnqn)) continue;

@@ -81,6 +81,8 @@ export class TcpQueue implements ControllerQueue {
   sqsize = 0;
   controller: Controller | undefined;
   #sqhd = 0;
+  /** The host disabled SQ flow control at Connect (CATTR bit 2): every completion carries SQHD FFFFh. */
+  #sqflowDisabled = false;
   #inflight = new Set<number>();
   #writes = new Map<number, PendingWrite>();
   #nextTtag = 1;
@@ -333,7 +335,8 @@ export class TcpQueue implements ControllerQueue {
     const cid = sqe.cid;
     const len = data.reduce((n, b) => n + b.length, 0);
     if (sqe.sglType !== SGL.DataBlockOffset || len !== 1024 || sqe.sglLength !== 1024) {
-      this.#respond(cid, { status: STATUS.ConnectInvalidParameters, dw0: (1 << 16) | 24 });
+      // IATTR 0: the offset (24, SGL1) is in the command, not in the Connect data.
+      this.#respond(cid, { status: STATUS.ConnectInvalidParameters, dw0: 24 });
       return;
     }
     const recfmt = sqe.buf.readUInt16LE(40);
@@ -379,6 +382,7 @@ export class TcpQueue implements ControllerQueue {
     this.state = 'live';
     clearTimeout(this.#setupTimer);
     this.#sqhd = 0;
+    this.#sqflowDisabled = (sqe.buf[46] & 0x04) !== 0;
     this.#respond(cid, { status: SUCCESS, dw0: result.controller.cntlid });
   }
 
@@ -496,6 +500,8 @@ export class TcpQueue implements ControllerQueue {
     if (datal === 0 || got !== datal) return this.#fatal(FES.InvalidHeaderField, 16, h);
     if (datal > this.#options.maxh2cdata) return this.#fatal(FES.DataTransferLimitExceeded, 0, h);
     if (datao !== w.received || datao + datal > w.windowEnd) return this.#fatal(FES.DataTransferOutOfRange, 0, h);
+    // Write data is traffic too: a long write trickling in must not look like a dead host.
+    this.controller?.touch();
     for (const v of data!) w.views.push(v);
     w.received += datal;
     if (w.received < w.windowEnd) return;
@@ -540,7 +546,7 @@ export class TcpQueue implements ControllerQueue {
     if (counts) this.#inflight.delete(cid);
     this.#sqhd = (this.#sqhd + 1) % (this.sqsize + 1 || 1);
     const a = this.#arenaTake(smallPduBytes(this));
-    writeCapsuleResp(this.#arena!, a, c.dw0 ?? 0, c.dw1 ?? 0, this.#sqhd, Math.max(0, this.qid), cid, c.status, this);
+    writeCapsuleResp(this.#arena!, a, c.dw0 ?? 0, c.dw1 ?? 0, this.#sqflowDisabled ? 0xffff : this.#sqhd, Math.max(0, this.qid), cid, c.status, this);
     this.#sent();
     this.#maybeResume();
   }
@@ -644,6 +650,8 @@ export class TcpQueue implements ControllerQueue {
     this.socket.write(encodeC2HTermReq(fes, fei, Buffer.from(header.subarray(0, Math.min(header.length, 128)))));
     this.socket.end();
     setTimeout(() => this.socket.destroy(), 1000).unref();
+    // Only this connection ends (issue 4: "ends that connection ... and nothing else"); nvmet would fail
+    // the whole controller. An admin queue is the controller, so losing it fails the controller.
     if (this.controller && this.qid === 0) this.controller.fatal('protocol error on the admin queue');
   }
 
