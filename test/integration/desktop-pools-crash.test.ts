@@ -70,15 +70,35 @@ describe('desktop pool jobs under failure', { timeout: 300_000 }, () => {
   });
 
   it('rolls back a burst that fails part-way and leaves nothing behind', async () => {
-    // A subsystem already named like the pool's second subsystem makes the job fail after 1,024 desktops.
-    await t.json('POST', '/api/v1/subsystems', { name: 'clash-2' });
-    const res = (await t.json('POST', '/api/v1/desktop-pools', { name: 'clash', replicaId: ids.replica, storagePoolId: ids.fast, size: 1500, namePattern: 'x-{n}', hostIds: [ids.host] })).body;
-    const job = await t.waitForJob(res.job.id, 120_000);
-    expect(job.state).toBe('failed');
-    const pool = (await t.json('GET', `/api/v1/desktop-pools/${res.pool.id}`)).body;
-    expect(pool.state).toBe('failed');
-    expect(pool.desktops.total).toBe(0);
-    await consistent();
+    // A clash known at request time is refused up front (409); one that appears while the job runs (a
+    // subsystem made by hand, named like the pool's second one) fails the job after its first 1,000
+    // desktops. The hand-made subsystem is created right after the pool's 202, long before the job needs it
+    // (about 0.4 s later); should the job win the race anyway, the round is repeated with another name.
+    let failedRounds = 0;
+    for (let round = 0; round < 3 && failedRounds === 0; round++) {
+      const name = `clash${round}`;
+      const res = (await t.json('POST', '/api/v1/desktop-pools', { name, replicaId: ids.replica, storagePoolId: ids.fast, size: 3000, namePattern: 'x-{n}', hostIds: [ids.host] })).body;
+      const sub = await t.json('POST', '/api/v1/subsystems', { name: `${name}-2` });
+      const job = await t.waitForJob(res.job.id, 120_000);
+      if (sub.status !== 201) {
+        expect(job.state).toBe('succeeded');
+        await t.waitForJob((await t.json('DELETE', `/api/v1/desktop-pools/${res.pool.id}`)).body.job.id, 120_000);
+        continue;
+      }
+      failedRounds++;
+      expect(job.state).toBe('failed');
+      expect(job.error.message).toContain(`"${name}-2"`);
+      const pool = (await t.json('GET', `/api/v1/desktop-pools/${res.pool.id}`)).body;
+      expect(pool.state).toBe('failed');
+      expect(pool.desktops.total).toBe(0);
+      await consistent();
+      // Known when asked: refused before any job.
+      const again = await t.json('POST', '/api/v1/desktop-pools', { name: `${name}b`, replicaId: ids.replica, storagePoolId: ids.fast, size: 10, namePattern: 'y-{n}', hostIds: [ids.host] });
+      expect(again.status).toBe(202);
+      await t.waitForJob(again.body.job.id, 120_000);
+      expect((await t.json('POST', '/api/v1/desktop-pools', { name: `${name}-2`, replicaId: ids.replica, storagePoolId: ids.fast, size: 1, namePattern: 'z-{n}', hostIds: [] })).status).toBe(409);
+    }
+    expect(failedRounds).toBe(1);
   });
 
   it('provisions several pools of one replica at once without lock timeouts', async () => {

@@ -266,4 +266,61 @@ describe.each(DATABASE_KINDS)('desktop pools (%s)', (kind) => {
     }
     expect((await t.json('GET', '/api/v1/desktop-pools/00000000-0000-4000-8000-000000000000')).status).toBe(404);
   });
+
+  it('says what is wrong with out-of-range numbers, and checks the widest desktop name', async () => {
+    const base = { name: 'msg', replicaId: replicaV1, storagePoolId: fastPool, size: 1, namePattern: 'm-{n}', hostIds: [] };
+    const neg = await t.json('POST', '/api/v1/desktop-pools', { ...base, size: -1 });
+    expect(neg.body.error.message).toMatch(/size: .*>=\s*0/);
+    const { size: _omit, ...noSize } = base;
+    expect((await t.json('POST', '/api/v1/desktop-pools', noSize)).body.error.message).toContain('size: is required');
+    // 'd' * 47 + '{n}': desktop 1 has 48 characters, desktop 10 would have 49.
+    const wide = await t.json('POST', '/api/v1/desktop-pools', { ...base, namePattern: `${'d'.repeat(47)}{n}`, size: 10 });
+    expect(wide.status).toBe(400);
+    expect(wide.body.error.message).toContain('49 characters');
+  });
+
+  it('refuses at request time a pool whose subsystems would collide with another pool\'s', async () => {
+    // A pool of 1100 desktops needs subsystems <name> and <name>-2; a pool named "cx-2" holds the second.
+    const mk = (name: string, size: number) => t.json('POST', '/api/v1/desktop-pools', { name, replicaId: replicaV1, storagePoolId: fastPool, size, namePattern: `${name}-{n}`, hostIds: [] });
+    const other = await mk('cx-2', 1);
+    expect(other.status).toBe(202);
+    await t.waitForJob(other.body.job.id);
+    const big = await mk('cx', 1100);
+    expect(big.status).toBe(409);
+    expect(big.body.error.code).toBe('NAME_TAKEN');
+    expect(big.body.error.message).toContain('"cx-2"');
+    const small = await mk('cx', 2);
+    expect(small.status).toBe(202);
+    expect((await t.waitForJob(small.body.job.id)).state).toBe('succeeded');
+    const grow = await t.json('PATCH', `/api/v1/desktop-pools/${small.body.pool.id}`, { size: 1100 });
+    expect(grow.status).toBe(409);
+    for (const id of [other.body.pool.id, small.body.pool.id]) await t.waitForJob((await t.json('DELETE', `/api/v1/desktop-pools/${id}`)).body.job.id);
+  });
+
+  it('never recomposes a desktop back to an older version, refuses unknown desktop names, and protects failed and in-use desktops', async () => {
+    const res = await t.json('POST', '/api/v1/desktop-pools', { name: 'mixed', replicaId: replicaV1, storagePoolId: fastPool, size: 2, namePattern: 'mx-{n}', hostIds: [], refreshGraceSeconds: 600 });
+    expect((await t.waitForJob(res.body.job.id)).state).toBe('succeeded');
+    const id = res.body.pool.id;
+    expect((await t.json('POST', `/api/v1/desktop-pools/${id}/desktops/mx-1/state`, { state: 'in-use' })).status).toBe(200);
+    // mx-1 is skipped, mx-2 moves to v2; the pool stays on v1 until every desktop has moved.
+    const up = await t.json('POST', `/api/v1/desktop-pools/${id}/recompose`, { replicaId: replicaV2 });
+    expect((await t.waitForJob(up.body.job.id)).state).toBe('succeeded');
+    const down = await t.json('POST', `/api/v1/desktop-pools/${id}/recompose`, { replicaId: replicaV1 });
+    expect(down.status).toBe(400);
+    expect(down.body.error.message).toContain('already run version');
+    const unknown = await t.json('POST', `/api/v1/desktop-pools/${id}/refresh`, { desktops: ['mx-1', 'nope'] });
+    expect(unknown.status).toBe(404);
+    expect(unknown.body.error.message).toContain('"nope"');
+    // mx-2 was recomposed with a grace period: its undo is refused while it is in use, unless forced.
+    expect((await t.json('POST', `/api/v1/desktop-pools/${id}/desktops/mx-2/state`, { state: 'in-use' })).status).toBe(200);
+    const undo = await t.json('POST', `/api/v1/desktop-pools/${id}/desktops/mx-2/undo-refresh`);
+    expect(undo.status).toBe(409);
+    expect(undo.body.error.code).toBe('DESKTOPS_IN_USE');
+    expect((await t.json('POST', `/api/v1/desktop-pools/${id}/desktops/mx-2/undo-refresh`, { force: true })).status).toBe(200);
+    // A failed desktop is not made available by a report.
+    await withDirectDb(t, (db) => db.updateTable('desktops').set({ state: 'failed', error: 'attach: test' }).where('pool_id', '=', id).where('name', '=', 'mx-1').execute());
+    const mark = await t.json('POST', `/api/v1/desktop-pools/${id}/desktops/mx-1/state`, { state: 'available' });
+    expect(mark.status).toBe(409);
+    await t.waitForJob((await t.json('DELETE', `/api/v1/desktop-pools/${id}`)).body.job.id);
+  });
 });

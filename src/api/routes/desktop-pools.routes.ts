@@ -4,40 +4,46 @@ import type { DesktopPoolService } from '../../control/desktop-pools/desktop-poo
 import { DESKTOP_EVENTS, MAX_POOL_SIZE } from '../../control/desktop-pools/desktop-pool.service.ts';
 import { AppError } from '../../errors.ts';
 import type { RouteDoc } from '../openapi.ts';
-import { idParam, nameSchema, parseJsonBody, parseOptionalJsonBody, uuidSchema } from '../validation.ts';
+import { idParam, nameSchema, parseJsonBody, parseOptionalJsonBody, uuidSchema, numberField } from '../validation.ts';
 
 const qosSchema = z.strictObject({
-  iops: z.number({ message: 'must be a number' }).int('must be an integer').min(1).max(10_000_000).nullable().optional(),
-  bytesPerSecond: z.number({ message: 'must be a number' }).int('must be an integer').min(4096).max(1e13).nullable().optional(),
+  iops: numberField().int('must be an integer').min(1).max(10_000_000).nullable().optional(),
+  bytesPerSecond: numberField().int('must be an integer').min(4096).max(1e13).nullable().optional(),
 });
 
 const vmSchema = z.strictObject({
-  vcpus: z.number({ message: 'must be a number' }).int('must be an integer').min(1).max(256).optional(),
-  memoryMiB: z.number({ message: 'must be a number' }).int('must be an integer').min(64).max(4_194_304).optional(),
+  vcpus: numberField().int('must be an integer').min(1).max(256).optional(),
+  memoryMiB: numberField().int('must be an integer').min(64).max(4_194_304).optional(),
   network: nameSchema.optional(),
 });
 
 export const createDesktopPoolBody = z.strictObject({
-  name: nameSchema.refine((n) => n.length <= 40, 'must be at most 40 characters'),
+  // 40, not 64: the pool's extra subsystems are named <name>-2 ... and NQNs must stay short.
+  name: z
+    .string()
+    .min(1, 'must not be empty')
+    .max(40, 'must be at most 40 characters')
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'may contain only letters, digits, ".", "_" and "-", starting with a letter or digit'),
   replicaId: uuidSchema,
   storagePoolId: uuidSchema,
-  size: z.number({ message: 'must be a number' }).int('must be an integer').min(0).max(MAX_POOL_SIZE),
+  size: numberField().int('must be an integer').min(0).max(MAX_POOL_SIZE),
   namePattern: z.string().min(1, 'must not be empty').max(64),
   hostIds: z.array(uuidSchema).max(1024),
   qos: qosSchema.optional(),
-  refreshGraceSeconds: z.number({ message: 'must be a number' }).int('must be an integer').min(0).max(30 * 24 * 3600).optional(),
+  refreshGraceSeconds: numberField().int('must be an integer').min(0).max(30 * 24 * 3600).optional(),
   refreshOnLogoff: z.boolean().optional(),
   vm: vmSchema.optional(),
 });
 export const resizeDesktopPoolBody = z
   .strictObject({
-    size: z.number({ message: 'must be a number' }).int('must be an integer').min(0).max(MAX_POOL_SIZE).optional(),
+    size: numberField().int('must be an integer').min(0).max(MAX_POOL_SIZE).optional(),
     force: z.boolean().optional(),
     refreshOnLogoff: z.boolean().optional(),
     vm: vmSchema.optional(),
   })
   .refine((b) => b.size !== undefined || b.refreshOnLogoff !== undefined || b.vm !== undefined, { message: 'give size, refreshOnLogoff or vm', path: ['size'] });
 export const refreshBody = z.strictObject({ desktops: z.array(z.string().min(1).max(64)).max(MAX_POOL_SIZE).optional(), force: z.boolean().optional() });
+export const undoRefreshBody = z.strictObject({ force: z.boolean().optional() });
 export const recomposeBody = z.strictObject({ replicaId: uuidSchema, desktops: z.array(z.string().min(1).max(64)).max(MAX_POOL_SIZE).optional(), force: z.boolean().optional() });
 export const desktopStateBody = z
   .strictObject({
@@ -56,7 +62,7 @@ export const desktopPoolDocs: RouteDoc[] = [
   { method: 'post', path: '/api/v1/desktop-pools/:id/refresh', tag: 'desktop pools', summary: 'Reset desktops to the replica (skipping in-use ones unless force)', body: refreshBody, responses: { 202: '{job}', 404: 'unknown id', 409: 'busy' } },
   { method: 'post', path: '/api/v1/desktop-pools/:id/recompose', tag: 'desktop pools', summary: 'Move desktops to another replica of the same or a newer template version', body: recomposeBody, responses: { 202: '{job}', 400: 'wrong replica', 404: 'unknown id', 409: 'busy' } },
   { method: 'post', path: '/api/v1/desktop-pools/:id/desktops/:name/state', tag: 'desktop pools', summary: 'Mark a desktop in use or available {state}, or report {event}: vm-started, vm-stopped, session-started, session-ended (hosts call this with their host token; refreshOnLogoff resets the clone on vm-stopped and session-ended)', body: desktopStateBody, responses: { 200: 'desktop', 403: 'host token of another host', 404: 'unknown', 409: 'desktop provisioning or refreshing' } },
-  { method: 'post', path: '/api/v1/desktop-pools/:id/desktops/:name/undo-refresh', tag: 'desktop pools', summary: 'Undo a refresh or recompose within the pool\'s grace period', responses: { 200: 'desktop', 404: 'unknown', 409: 'nothing to undo' } },
+  { method: 'post', path: '/api/v1/desktop-pools/:id/desktops/:name/undo-refresh', tag: 'desktop pools', summary: 'Undo a refresh or recompose within the pool\'s grace period', body: undoRefreshBody, responses: { 200: 'desktop', 404: 'unknown', 409: 'nothing to undo, or the desktop is in use (unless force)' } },
 ];
 
 export function desktopPoolRoutes(service: DesktopPoolService): Hono {
@@ -89,6 +95,10 @@ export function desktopPoolRoutes(service: DesktopPoolService): Hono {
     const body = await parseJsonBody(c, desktopStateBody);
     return c.json(await service.setDesktopState(id, c.req.param('name'), body, c.get('callerHostId' as never) as string | undefined));
   });
-  app.post('/:id/desktops/:name/undo-refresh', async (c) => c.json(await service.undoRefresh(pid(c), c.req.param('name'))));
+  app.post('/:id/desktops/:name/undo-refresh', async (c) => {
+    const id = pid(c);
+    const body = await parseOptionalJsonBody(c, undoRefreshBody);
+    return c.json(await service.undoRefresh(id, c.req.param('name'), { force: body.force === true }));
+  });
   return app;
 }

@@ -13,6 +13,7 @@ import { nguidFor } from '../../nvmeof/target/target.ts';
 import type { EventBus } from '../events/event-bus.ts';
 import type { DesktopHooks } from './desktop-hooks.ts';
 import { MAX_NAMESPACES_PER_SUBSYSTEM } from '../exports/export.service.ts';
+import { isUniqueViolation } from '../../db/repositories/executor.ts';
 import { desktopName, parseNamePattern } from './name-pattern.ts';
 
 export const BATCH_DESKTOPS = 1000;
@@ -82,7 +83,11 @@ export class DesktopOps {
       const nqn = `${this.#nqnPrefix}:${name}`;
       await this.db.transaction().execute(async (trx) => {
         const id = randomUUID();
-        await this.subsystems.insert(trx, { id, name, nqn });
+        // Checked when the job was queued; a subsystem made since then still fails the job with its name.
+        await this.subsystems.insert(trx, { id, name, nqn }).catch((err: unknown) => {
+          if (isUniqueViolation(err)) throw new Error(`subsystem name "${name}" was taken while the job waited; remove it or rename the pool`, { cause: err });
+          throw err;
+        });
         for (const h of hostIds) await this.subsystems.addHost(trx, id, h);
         await this.pools.addSubsystem(trx, pool.id, id, ordinal);
         await this.dataplane.call('addSubsystem', { nqn });

@@ -8,7 +8,8 @@ import { isUniqueViolation } from '../../db/repositories/executor.ts';
 import { AppError } from '../../errors.ts';
 import { toJobDto, type JobDto } from '../jobs/job-types.ts';
 import type { DesktopOps } from './desktop-ops.ts';
-import { desktopName, parseNamePattern } from './name-pattern.ts';
+import { checkNamesFit, desktopName, parseNamePattern } from './name-pattern.ts';
+import { MAX_NAMESPACES_PER_SUBSYSTEM } from '../exports/export.service.ts';
 import { POOL_JOB_KINDS } from './pool-jobs.ts';
 import type { DesktopPoolDto, DesktopDto } from '../../dto.ts';
 export type { DesktopPoolDto, DesktopDto } from '../../dto.ts';
@@ -143,7 +144,7 @@ export class DesktopPoolService {
     refreshGraceSeconds?: number;
   } & PoolSettingsInput): Promise<{ pool: DesktopPoolDto; job: JobDto }> {
     const pattern = parseNamePattern(input.namePattern);
-    desktopName(pattern, input.size);
+    checkNamesFit(pattern, input.size);
     const { pool, job } = await this.#db
       .transaction()
       .execute(async (trx) => {
@@ -155,6 +156,7 @@ export class DesktopPoolService {
         const hosts = await this.#ops.hosts.getMany(trx, input.hostIds);
         const missing = input.hostIds.filter((h) => !hosts.some((x) => x.id === h));
         if (missing.length) throw new AppError('HOST_NOT_FOUND', `host ${missing[0]} does not exist`, { field: 'hostIds' });
+        await this.#requireSubsystemNames(trx, undefined, input.name, input.size);
         const pool = await this.#ops.pools.insert(trx, {
           id: randomUUID(),
           name: input.name,
@@ -180,7 +182,10 @@ export class DesktopPoolService {
         throw err;
       });
     this.#ops.events.emit('desktop-pool.created', { poolId: pool.id, name: pool.name, size: input.size });
-    return { pool: await this.#toDto(pool), job: this.#queued(job) };
+    // job.queued is published before anything else is awaited: the runner may claim the job (and publish
+    // job.started) as soon as the transaction commits, and events go out in publishing order.
+    const jobDto = this.#queued(job);
+    return { pool: await this.#toDto(pool), job: jobDto };
   }
 
   /** PATCH: settings change at once; a new size queues a resize job. */
@@ -207,7 +212,8 @@ export class DesktopPoolService {
     const job = await this.#db.transaction().execute(async (trx) => {
       const pool = await this.#ops.pools.getForUpdate(trx, id);
       if (!pool) throw new AppError('DESKTOP_POOL_NOT_FOUND', `desktop pool ${id} does not exist`);
-      desktopName(parseNamePattern(pool.name_pattern), input.size);
+      checkNamesFit(parseNamePattern(pool.name_pattern), input.size);
+      await this.#requireSubsystemNames(trx, pool.id, pool.name, input.size);
       const desktops = await this.#ops.pools.desktops(trx, id);
       const removable = desktops.filter((d) => d.state !== 'in-use').length;
       if (!input.force && desktops.length - input.size > removable) {
@@ -217,13 +223,15 @@ export class DesktopPoolService {
       }
       return this.#queue(trx, id, POOL_JOB_KINDS.resize, { size: input.size, force: input.force === true }, Math.abs(desktops.length - input.size));
     });
-    return { pool: await this.get(id), job: this.#queued(job) };
+    const jobDto = this.#queued(job); // before any await: see create()
+    return { pool: await this.get(id), job: jobDto };
   }
 
   async refresh(id: string, input: { desktops?: string[]; force?: boolean }): Promise<{ job: JobDto }> {
     const job = await this.#db.transaction().execute(async (trx) => {
       const pool = await this.#ops.pools.getForUpdate(trx, id);
       if (!pool) throw new AppError('DESKTOP_POOL_NOT_FOUND', `desktop pool ${id} does not exist`);
+      await this.#requireDesktops(trx, pool, input.desktops);
       return this.#queue(trx, id, POOL_JOB_KINDS.refresh, { desktops: input.desktops, force: input.force === true });
     });
     return { job: this.#queued(job) };
@@ -240,6 +248,20 @@ export class DesktopPoolService {
       if (current && (next.template_id !== current.template_id || next.version < current.version)) {
         throw new AppError('VALIDATION_FAILED', 'replicaId: must be a replica of the same template at the same or a newer version', { field: 'replicaId' });
       }
+      // The pool's replica is the one every desktop has reached; a recompose that skipped in-use desktops
+      // left others on a newer version. Going back below any desktop's version would downgrade it.
+      const newest = await trx
+        .selectFrom('desktops as d')
+        .innerJoin('clones as c', 'c.id', 'd.clone_id')
+        .innerJoin('replicas as r', 'r.id', 'c.replica_id')
+        .select((eb) => eb.fn.max('r.version').as('version'))
+        .where('d.pool_id', '=', id)
+        .executeTakeFirst();
+      const newestVersion = newest?.version === null || newest?.version === undefined ? undefined : Number(newest.version);
+      if (newestVersion !== undefined && next.version < newestVersion) {
+        throw new AppError('VALIDATION_FAILED', `replicaId: some desktops of this pool already run version ${newestVersion}; recompose to that version or a newer one`, { field: 'replicaId', newestVersion });
+      }
+      await this.#requireDesktops(trx, pool, input.desktops);
       return this.#queue(trx, id, POOL_JOB_KINDS.recompose, { replicaId: input.replicaId, desktops: input.desktops, force: input.force === true });
     });
     return { job: this.#queued(job) };
@@ -270,6 +292,9 @@ export class DesktopPoolService {
     if (!d) throw new AppError('DESKTOP_NOT_FOUND', `desktop pool ${pool.name} has no desktop "${name}"`);
     if (callerHostId !== undefined && d.host_id !== callerHostId) throw new AppError('FORBIDDEN', `desktop "${name}" is not placed on the host whose token was used`);
     if (d.state === 'refreshing' || d.state === 'provisioning') throw new AppError('CONFLICT', `desktop "${name}" is ${d.state}`);
+    // A failed desktop (its attach or reset failed) is cleared only by a refresh or a re-attach, never by
+    // a report: marking it available would hand out a desktop that is not there.
+    if (d.state === 'failed' && input.state !== undefined) throw new AppError('CONFLICT', `desktop "${name}" is failed (${d.error ?? 'see its error'}); refresh it to bring it back`);
     const event = input.event;
     if (event === 'vm-started' || event === 'vm-stopped') {
       await this.#db.updateTable('desktops').set({ power: event === 'vm-started' ? 'running' : 'stopped' }).where('id', '=', d.id).execute();
@@ -278,7 +303,7 @@ export class DesktopPoolService {
     if (pool.refresh_on_logoff && (event === 'vm-stopped' || event === 'session-ended')) {
       await this.#resetOnLogoff(pool, d, event === 'session-ended');
     } else {
-      const next = event === undefined ? input.state! : event === 'session-started' ? 'in-use' : event === 'session-ended' || (event === 'vm-stopped' && d.state === 'in-use') ? 'available' : d.state;
+      const next = d.state === 'failed' ? d.state : event === undefined ? input.state! : event === 'session-started' ? 'in-use' : event === 'session-ended' || (event === 'vm-stopped' && d.state === 'in-use') ? 'available' : d.state;
       if (next !== d.state) await ops.setStates(pool.id, [d], next);
     }
     // State events join the pool's 100 ms batch: a fleet of VMs reporting at once is a few messages.
@@ -306,7 +331,45 @@ export class DesktopPoolService {
   }
 
   /** Brings back the clone a refresh replaced, if its grace period has not ended. */
-  async undoRefresh(id: string, name: string): Promise<DesktopDto> {
+  /**
+   * A pool of `size` desktops uses subsystems named <name>, <name>-2, ... (one per 1024 namespaces). Any of
+   * them held by a subsystem outside this pool (another pool's extra subsystem, or one made by hand) is
+   * refused now, with its name, instead of failing the job on a unique constraint.
+   */
+  async #requireSubsystemNames(trx: Kysely<Database>, poolId: string | undefined, name: string, size: number): Promise<void> {
+    const count = Math.max(1, Math.ceil(size / MAX_NAMESPACES_PER_SUBSYSTEM));
+    const names = Array.from({ length: count }, (_, i) => (i === 0 ? name : `${name}-${i + 1}`));
+    const taken = await trx
+      .selectFrom('subsystems as s')
+      .leftJoin('desktop_pool_subsystems as dps', 'dps.subsystem_id', 's.id')
+      .select(['s.name', 'dps.pool_id'])
+      .where('s.name', 'in', names)
+      .execute();
+    const clash = taken.find((t) => poolId === undefined || t.pool_id !== poolId);
+    if (clash) {
+      const size1 = names.indexOf(clash.name) * MAX_NAMESPACES_PER_SUBSYSTEM;
+      throw new AppError(
+        'NAME_TAKEN',
+        clash.name === name
+          ? `a subsystem named "${name}" already exists; a desktop pool's first subsystem takes the pool's name`
+          : `a pool of ${size} desktops needs subsystem "${clash.name}" (for desktops past ${size1}), but that name is taken${clash.pool_id ? ' by another desktop pool' : ''}`,
+        { field: poolId === undefined ? 'name' : 'size', subsystem: clash.name },
+      );
+    }
+  }
+
+  /** A refresh or recompose naming desktops the pool does not have is refused before any job starts. */
+  async #requireDesktops(trx: Kysely<Database>, pool: DesktopPoolRow, names: string[] | undefined): Promise<void> {
+    if (!names || names.length === 0) return;
+    const unique = [...new Set(names)];
+    const found = new Set((await trx.selectFrom('desktops').select('name').where('pool_id', '=', pool.id).where('name', 'in', unique).execute()).map((r) => r.name));
+    const missing = unique.filter((n) => !found.has(n));
+    if (missing.length) {
+      throw new AppError('DESKTOP_NOT_FOUND', `desktop pool ${pool.name} has no desktop ${missing.slice(0, 10).map((n) => `"${n}"`).join(', ')}${missing.length > 10 ? ` and ${missing.length - 10} more` : ''}`, { field: 'desktops', missing: missing.slice(0, 100) });
+    }
+  }
+
+  async undoRefresh(id: string, name: string, options: { force?: boolean } = {}): Promise<DesktopDto> {
     const ops = this.#ops;
     const pool = await this.#pool(id);
     const d = await ops.pools.desktopByName(this.#db, pool.id, name);
@@ -314,6 +377,8 @@ export class DesktopPoolService {
     if (!d.undo_clone_id || !d.undo_until || new Date(d.undo_until).getTime() < Date.now()) {
       throw new AppError('NOTHING_TO_UNDO', `desktop "${name}" has no refresh to undo (none, or its grace period ended)`);
     }
+    // Like refresh and recompose: the disk is not swapped under a running session unless forced.
+    if (d.state === 'in-use' && !options.force) throw new AppError('DESKTOPS_IN_USE', `desktop "${name}" is in use; pass {"force": true} to undo its refresh anyway`);
     const active = await this.#jobs.activeForResource(this.#db, pool.id);
     if (active.length) throw new AppError('DESKTOP_POOL_BUSY', `desktop pool ${pool.name} has a job in progress`);
     const sub = (await ops.pools.subsystems(this.#db, pool.id)).find((s) => s.subsystem_id === d.subsystem_id)!;
@@ -327,9 +392,6 @@ export class DesktopPoolService {
       await ops.dataplane.call('replaceNamespace', { nqn: sub.nqn, nsid: d.nsid, cloneId: restored });
     });
     await ops.dataplane.call('deleteClone', { id: fresh });
-    if (original && original.replica_id !== pool.replica_id) {
-      // Undoing a recompose puts the desktop back on its old replica; the pool keeps the new one.
-    }
     ops.events.emit('desktop.refresh-undone', { poolId: pool.id, name });
     return (await this.desktops(pool.id)).find((x) => x.name === name)!;
   }

@@ -30,3 +30,11 @@ export function parseNamePattern(pattern: string): NamePattern {
 export function desktopName(p: NamePattern, n: number): string {
   return `${p.prefix}${String(n).padStart(p.width, '0')}${p.suffix}`;
 }
+
+/** Refuses a pool size whose widest desktop name (that of desktop `size`) would pass 48 characters. */
+export function checkNamesFit(p: NamePattern, size: number): void {
+  const widest = desktopName(p, Math.max(1, size));
+  if (widest.length > 48) {
+    throw new AppError('VALIDATION_FAILED', `namePattern: desktop ${size} would be named "${widest}", ${widest.length} characters; names are at most 48`, { field: 'namePattern' });
+  }
+}

@@ -58,6 +58,8 @@ export class ResizePoolJob implements JobHandler {
         done += batch.length;
         ctx.progress(done, total, 'clones');
       }
+      // A cancel that arrived during the last batch is honoured too: the job rolls back what it made.
+      ctx.throwIfCancelled();
       const exported = await ops.db.selectFrom('desktops').innerJoin('namespaces', 'namespaces.clone_id', 'desktops.clone_id').select(sql<number>`count(*)::int4`.as('n')).where('desktops.job_id', '=', ctx.job.id).executeTakeFirst();
       ctx.progress(Number(exported?.n ?? 0), total, 'exports');
     } else if (desktops.length > target) {
