@@ -93,7 +93,7 @@ async function authenticate(req: IncomingMessage, url: URL, deps: EventStreamDep
 function serve(ws: WebSocket, since: number | undefined, types: Set<string> | undefined, deps: EventStreamDeps, sessionId?: string): void {
   deps.metrics?.eventStreams.inc();
   // Events of other nodes can arrive after a higher seq of ours: send each seq once, in arrival order.
-  const floor = since ?? -1;
+  let floor = since ?? -1;
   const sent = new Set<number>();
   let replaying = since !== undefined;
   const pending: ThicketEvent[] = [];
@@ -141,7 +141,11 @@ function serve(ws: WebSocket, since: number | undefined, types: Set<string> | un
   if (since === undefined) return;
   void (async () => {
     try {
-      let cursor = since;
+      // A since beyond the newest event (the database was reset, or a client bug) would otherwise hide every
+      // event until the sequence caught up: the stream starts from the newest one instead.
+      const latest = await deps.events.latestSeq();
+      if (since > latest) floor = latest;
+      let cursor = Math.min(since, latest);
       for (let page = 0; page < 100_000 && !closed; page++) {
         const batch = await deps.events.since(cursor, REPLAY_PAGE);
         for (const event of batch) send(event);

@@ -209,6 +209,12 @@ describe.each(DATABASE_KINDS)('event stream /api/v1/events (%s)', (kind) => {
     expect(events[0].seq).toBe(1);
   });
 
+  it('a ?since= beyond the newest event streams from the newest one instead of staying silent', async () => {
+    const s = await stream('?since=999999999');
+    const id = await createTemplate();
+    await s.until('the live event', (ev) => createdFor(ev, [id])[0] !== undefined);
+  });
+
   it('?types= limits the stream to the listed event types', async () => {
     const s = await stream('?types=template.deleted');
     const id = await createTemplate();

@@ -121,6 +121,11 @@ export class EventBus {
     return () => this.#listeners.delete(listener);
   }
 
+  /** The highest seq recorded (0: none). */
+  latestSeq(): Promise<number> {
+    return this.#repo.latestSeq(this.#db);
+  }
+
   async since(seq: number, limit: number): Promise<ThicketEvent[]> {
     const rows = await this.#repo.since(this.#db, seq, limit);
     return rows.map(toThicketEvent);
