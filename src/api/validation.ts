@@ -79,3 +79,12 @@ export const nameSchema = z
   .min(1, 'must not be empty')
   .max(64, 'must be at most 64 characters')
   .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'may contain only letters, digits, ".", "_" and "-", starting with a letter or digit');
+
+// A message for the wrong type only: a type-level message in zod 4 would also replace the range checks'
+// own messages (so -1 for a size said "must be a number").
+const numberTypeError = (iss: { code: string; input?: unknown }) => (iss.code === 'invalid_type' ? (iss.input === undefined ? 'is required' : 'must be a number') : undefined);
+
+/** A JSON number field: "is required" / "must be a number" for the wrong type, zod's range messages otherwise. */
+export const numberField = () => z.number({ error: numberTypeError });
+/** A query-string number. */
+export const queryNumber = () => z.coerce.number({ error: numberTypeError });

@@ -1,5 +1,7 @@
 // The data-plane thread: owns the engine (and the NVMe/TCP target) so that database, HTTP and JSON work
 // on the main thread never stalls block I/O.
+import { rm, rmdir } from 'node:fs/promises';
+import path from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 import { Engine } from '../engine/engine.ts';
 import { EngineError } from '../engine/errors.ts';
@@ -69,6 +71,10 @@ const handlers: Handlers = {
     if (pool.clones.size > 0) throw new EngineError('POOL_BUSY', `storage pool ${poolId} still has clones`);
     await pool.close();
     engine.pools.delete(poolId);
+    // The pool's directory is the operator's: only what the engine made in it goes (its journal, and the
+    // clones/ and replicas/ directories once empty), so a deleted pool leaves nothing of Thicket behind.
+    await rm(path.join(pool.path, 'journal'), { recursive: true, force: true });
+    for (const dir of ['clones', 'replicas']) await rmdir(path.join(pool.path, dir)).catch(() => {});
   },
   async createClones({ clones }) {
     // In slices, yielding between them, so a burst of thousands never holds up I/O for long.

@@ -634,4 +634,21 @@ describe.each(DATABASE_KINDS)('replicas (%s)', (kind) => {
       expect((await t.api(`/api/v1/replicas/${replica.id}`, { method: 'DELETE' })).status).toBe(204);
     }, 180_000);
   });
+
+  it('refuses with 507 a promotion that would take a pool past its configured capacity, naming the numbers', async () => {
+    const dir = await temp.make();
+    const created = await t.json('POST', '/api/v1/storage-pools', { name: uniqueName('budget'), path: dir, tier: 'capacity', capacityBytes: 256 * 1024 * 1024 });
+    expect(created.status).toBe(201);
+    // 300 MiB, almost all zero: its sparse file is small, but the pool counts replicas at their size.
+    const big = Buffer.alloc(300 * 1024 * 1024);
+    big.fill(7, 0, 4096);
+    const { version } = await templateWithVersion(t, big);
+    const res = await t.json('POST', '/api/v1/replicas', { templateVersionId: version.id, storagePoolId: created.body.id });
+    expect(res.status).toBe(507);
+    expect(res.body.error.code).toBe('INSUFFICIENT_SPACE');
+    expect(res.body.error.details).toMatchObject({ capacityBytes: 256 * 1024 * 1024, neededBytes: 300 * 1024 * 1024 });
+    const listed = (await t.json('GET', `/api/v1/replicas?storagePoolId=${created.body.id}`)).body;
+    expect(listed).toEqual([]);
+    expect((await t.api(`/api/v1/storage-pools/${created.body.id}`, { method: 'DELETE' })).status).toBe(204);
+  });
 });

@@ -1,7 +1,7 @@
 // Storage pools through the HTTP API on both databases: the default pools, adding a pool (and every way a
 // path can be unusable), lookups, and deletion refused while the pool holds a replica.
 import { execFile } from 'node:child_process';
-import { chmod, mkdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -332,6 +332,8 @@ describe.each(DATABASE_KINDS)('storage pools (%s)', (kind) => {
     const res = await t.api(`/api/v1/storage-pools/${created.body.id}`, { method: 'DELETE' });
     expect(res.status).toBe(204);
     expect(await res.text()).toBe('');
+    // Nothing Thicket made is left in the operator's directory (the engine's journal included).
+    expect(await readdir(dir)).toEqual([]);
     expect((await t.json('GET', `/api/v1/storage-pools/${created.body.id}`)).status).toBe(404);
     const list = await t.json('GET', '/api/v1/storage-pools');
     expect(list.body.map((p: any) => p.id)).not.toContain(created.body.id);

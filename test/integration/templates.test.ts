@@ -330,6 +330,15 @@ describe.each(DATABASE_KINDS)('templates and versions (%s)', (kind) => {
         await truncate(file, 40);
         return file;
       }],
+      ['an image cut in half (its header is intact; only qemu-img check notices)', async (dir: string) => {
+        const raw = path.join(dir, 'disk.raw');
+        const file = path.join(dir, 'half.qcow2');
+        await writeFileBytes(raw, randomBytes(4 * 1024 * 1024));
+        await qemuImgConvert(raw, 'qcow2', file);
+        const { size } = await stat(file);
+        await truncate(file, Math.floor(size / 2));
+        return file;
+      }],
     ])('rejects a qcow2 upload of %s with 422 IMAGE_INVALID and leaves no file and no version behind', async (_label, make) => {
       const dir = await temp.make();
       const bad = await make(dir);

@@ -2,18 +2,18 @@ import { Hono } from 'hono';
 import { z } from 'zod';
 import type { CloneService } from '../../control/clones/clone.service.ts';
 import type { RouteDoc } from '../openapi.ts';
-import { idParam, nameSchema, parseJsonBody, parseQuery, uuidSchema } from '../validation.ts';
+import { idParam, nameSchema, parseJsonBody, parseQuery, uuidSchema, numberField } from '../validation.ts';
 
 const qosSchema = z.strictObject({
-  iops: z.number({ message: 'must be a number' }).int('must be an integer').min(1).max(10_000_000).nullable().optional(),
-  bytesPerSecond: z.number({ message: 'must be a number' }).int('must be an integer').min(4096).max(1e13).nullable().optional(),
+  iops: numberField().int('must be an integer').min(1).max(10_000_000).nullable().optional(),
+  bytesPerSecond: numberField().int('must be an integer').min(4096).max(1e13).nullable().optional(),
 });
 
 export const createCloneBody = z.strictObject({
   replicaId: uuidSchema,
   storagePoolId: uuidSchema,
   name: nameSchema,
-  sizeBytes: z.number({ message: 'must be a number' }).int('must be an integer').positive().max(2 ** 50).optional(),
+  sizeBytes: numberField().int('must be an integer').positive().max(2 ** 50).optional(),
   qos: qosSchema.optional(),
 });
 

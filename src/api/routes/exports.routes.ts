@@ -4,7 +4,7 @@ import type { ExportService } from '../../control/exports/export.service.ts';
 import { HOOK_TYPES } from '../../db/schema.ts';
 import { AppError } from '../../errors.ts';
 import type { RouteDoc } from '../openapi.ts';
-import { idParam, nameSchema, parseJsonBody, uuidSchema } from '../validation.ts';
+import { idParam, nameSchema, parseJsonBody, uuidSchema, numberField } from '../validation.ts';
 
 const sshSchema = z
   .strictObject({
@@ -14,7 +14,7 @@ const sshSchema = z
       .max(253)
       .regex(/^([A-Za-z0-9.:_-]+|\[[0-9A-Fa-f:.]+\])$/, 'must be an IP address or host name')
       .transform((a) => (a.startsWith('[') ? a.slice(1, -1) : a)),
-    port: z.number({ message: 'must be a number' }).int('must be an integer').min(1).max(65535).optional(),
+    port: numberField().int('must be an integer').min(1).max(65535).optional(),
     username: z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]{0,31}$/, 'must be a user name (letters, digits, "_", ".", "-")'),
     privateKey: z.string().min(1, 'must not be empty').max(16384).optional(),
     privateKeyPath: z.string().min(1, 'must not be empty').max(4096).optional(),
@@ -26,7 +26,7 @@ export const createHostBody = z.strictObject({
   nqn: z.string().min(1, 'must not be empty').max(223, 'must be at most 223 bytes'),
   ssh: sshSchema.optional(),
   hookType: z.enum(HOOK_TYPES, { message: `must be one of ${HOOK_TYPES.join(', ')}` }).optional(),
-  maxDesktops: z.number({ message: 'must be a number' }).int('must be an integer').min(0).max(100_000).nullable().optional(),
+  maxDesktops: numberField().int('must be an integer').min(0).max(100_000).nullable().optional(),
 });
 export const trustHostBody = z.strictObject({ fingerprint: z.string().regex(/^SHA256:[A-Za-z0-9+/]{43}$/, 'must be an OpenSSH SHA256 fingerprint ("SHA256:" and 43 base64 characters)') });
 export const createSubsystemBody = z.strictObject({ name: nameSchema });

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import type { JobService } from '../../control/jobs/job.service.ts';
 import { JOB_STATES, type JobState } from '../../db/schema.ts';
 import type { RouteDoc } from '../openapi.ts';
-import { idParam, parseQuery, uuidSchema } from '../validation.ts';
+import { idParam, parseQuery, uuidSchema, queryNumber } from '../validation.ts';
 
 export const listJobsQuery = z.strictObject({
   state: z
@@ -13,7 +13,7 @@ export const listJobsQuery = z.strictObject({
     .pipe(z.array(z.enum(JOB_STATES, { message: `must be one of ${JOB_STATES.join(', ')}` })).optional()),
   kind: z.string().max(64).optional(),
   resourceId: uuidSchema.optional(),
-  limit: z.coerce.number({ message: 'must be a number' }).int('must be an integer').min(1).max(1000).optional(),
+  limit: queryNumber().int('must be an integer').min(1).max(1000).optional(),
 });
 
 export const jobDocs: RouteDoc[] = [

@@ -4,16 +4,16 @@ import type { ScheduleService } from '../../control/schedules/schedule.service.t
 import { MAX_POOL_SIZE } from '../../control/desktop-pools/desktop-pool.service.ts';
 import { IN_USE_POLICIES, SCHEDULE_ACTIONS } from '../../db/schema.ts';
 import type { RouteDoc } from '../openapi.ts';
-import { idParam, parseJsonBody, parseQuery } from '../validation.ts';
+import { idParam, parseJsonBody, parseQuery, numberField, queryNumber } from '../validation.ts';
 
 const fields = {
   cron: z.string({ message: 'must be a string' }).min(1, 'must not be empty').max(200, 'must be at most 200 characters'),
   timezone: z.string({ message: 'must be a string' }).min(1, 'must not be empty').max(64),
   action: z.enum(SCHEDULE_ACTIONS, { message: `must be one of ${SCHEDULE_ACTIONS.join(', ')}` }),
-  waveSize: z.number({ message: 'must be a number' }).int('must be an integer').min(1).max(MAX_POOL_SIZE),
+  waveSize: numberField().int('must be an integer').min(1).max(MAX_POOL_SIZE),
   inUse: z.enum(IN_USE_POLICIES, { message: `must be one of ${IN_USE_POLICIES.join(', ')}` }),
-  waitDeadlineMinutes: z.number({ message: 'must be a number' }).positive('must be more than 0').max(7 * 24 * 60).nullable(),
-  maxFailuresPerWave: z.number({ message: 'must be a number' }).int('must be an integer').min(0).max(MAX_POOL_SIZE),
+  waitDeadlineMinutes: numberField().positive('must be more than 0').max(7 * 24 * 60).nullable(),
+  maxFailuresPerWave: numberField().int('must be an integer').min(0).max(MAX_POOL_SIZE),
   enabled: z.boolean({ message: 'must be true or false' }),
 };
 
@@ -34,7 +34,7 @@ export const updateScheduleBody = z.strictObject({
   maxFailuresPerWave: fields.maxFailuresPerWave.optional(),
   enabled: fields.enabled.optional(),
 });
-export const runsQuery = z.strictObject({ limit: z.coerce.number({ message: 'must be a number' }).int('must be an integer').min(1).max(1000).optional() });
+export const runsQuery = z.strictObject({ limit: queryNumber().int('must be an integer').min(1).max(1000).optional() });
 
 const base = '/api/v1/desktop-pools/:id/schedules';
 export const scheduleDocs: RouteDoc[] = [

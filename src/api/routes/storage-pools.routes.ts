@@ -2,13 +2,13 @@ import { Hono } from 'hono';
 import { z } from 'zod';
 import type { StoragePoolService } from '../../control/storage-pools/storage-pool.service.ts';
 import type { RouteDoc } from '../openapi.ts';
-import { idParam, nameSchema, parseJsonBody } from '../validation.ts';
+import { idParam, nameSchema, parseJsonBody, numberField } from '../validation.ts';
 
 export const createStoragePoolBody = z.strictObject({
   name: nameSchema,
   path: z.string().min(1, 'must not be empty').max(4096),
   tier: z.string().regex(/^[a-z][a-z0-9-]{0,31}$/, 'must be a lowercase label such as "fast" or "capacity"'),
-  capacityBytes: z.number({ message: 'must be a number' }).int('must be an integer').min(256 * 1024 * 1024, 'must be at least 268435456 (256 MiB)').max(2 ** 52).optional(),
+  capacityBytes: numberField().int('must be an integer').min(256 * 1024 * 1024, 'must be at least 268435456 (256 MiB)').max(2 ** 52).optional(),
 });
 
 export const storagePoolDocs: RouteDoc[] = [

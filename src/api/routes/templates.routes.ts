@@ -16,7 +16,7 @@ const formatSchema = z.enum(IMAGE_FORMATS, { message: `must be one of ${IMAGE_FO
 
 export const versionFromPathBody = z.strictObject({
   sourcePath: z.string().min(1, 'must not be empty').max(4096),
-  format: formatSchema.default('raw'),
+  format: formatSchema.optional(),
 });
 
 export const versionUploadQuery = z.object({ format: formatSchema.default('raw') });
@@ -51,7 +51,12 @@ export function templateRoutes(service: TemplateService): Hono {
     const contentType = (c.req.header('content-type') ?? '').split(';')[0].trim().toLowerCase();
     if (contentType === 'application/json') {
       const body = await parseJsonBody(c, versionFromPathBody);
-      return c.json(await service.addVersionFromPath(templateId, body.sourcePath, body.format), 201);
+      // The format may come in the body or, as for uploads, in ?format=; both given must agree.
+      const query = c.req.query('format') === undefined ? undefined : parseWith(versionUploadQuery, c.req.query()).format;
+      if (body.format !== undefined && query !== undefined && body.format !== query) {
+        throw new AppError('VALIDATION_FAILED', `format: the body says "${body.format}" but ?format= says "${query}"`, { field: 'format' });
+      }
+      return c.json(await service.addVersionFromPath(templateId, body.sourcePath, body.format ?? query ?? 'raw'), 201);
     }
     try {
       if (contentType === 'application/octet-stream' || contentType === '') {

@@ -59,6 +59,26 @@ export class ReplicaService {
     return { ...toReplicaDto(row), sharedBytes: (await this.#shared()).get(id) ?? 0 };
   }
 
+  /**
+   * A pool with a configured capacity is a budget: a replica that would take its usage (replicas at their
+   * size, clones at their unique bytes, as GET /storage-pools/:id counts them) past it is refused up front.
+   * Pools without one are bounded by their device, which the copy itself runs into (507 from the job).
+   */
+  async #requireRoom(trx: Kysely<Database>, pool: { id: string; name: string; capacity_bytes: number | string | null }, bytes: number): Promise<void> {
+    if (pool.capacity_bytes === null || pool.capacity_bytes === undefined) return;
+    const capacity = Number(pool.capacity_bytes);
+    const usage = await this.#pools.usage(trx, pool.id);
+    const used = Number(usage.replicaBytes) + Number(usage.cloneBytes);
+    if (used + bytes > capacity) {
+      throw new AppError('INSUFFICIENT_SPACE', `storage pool "${pool.name}" has ${Math.max(0, capacity - used)} of its configured ${capacity} bytes free; the replica needs ${bytes}`, {
+        field: 'storagePoolId',
+        capacityBytes: capacity,
+        usedBytes: used,
+        neededBytes: bytes,
+      });
+    }
+  }
+
   async promote(input: { templateVersionId: string; storagePoolId: string }): Promise<{ replica: ReplicaDto; job: JobDto }> {
     const { replica, job } = await this.#db.transaction().execute(async (trx) => {
       const version = await this.#templates.getVersion(trx, input.templateVersionId);
@@ -67,6 +87,7 @@ export class ReplicaService {
       if (!template) throw new AppError('TEMPLATE_VERSION_NOT_FOUND', `template version ${input.templateVersionId} does not exist`, { field: 'templateVersionId' });
       const pool = await this.#pools.get(trx, input.storagePoolId);
       if (!pool) throw new AppError('STORAGE_POOL_NOT_FOUND', `storage pool ${input.storagePoolId} does not exist`, { field: 'storagePoolId' });
+      await this.#requireRoom(trx, pool, Number(version.size_bytes));
       const replicaId = randomUUID();
       const replica = await this.#replicas.insert(trx, {
         id: replicaId,
@@ -114,6 +135,7 @@ export class ReplicaService {
       const to = await this.#pools.get(trx, input.storagePoolId);
       if (!to) throw new AppError('STORAGE_POOL_NOT_FOUND', `storage pool ${input.storagePoolId} does not exist`, { field: 'storagePoolId' });
       if (to.id === replica.storage_pool_id) throw new AppError('CONFLICT', `replica ${id} is already on storage pool "${to.name}"`, { field: 'storagePoolId' });
+      await this.#requireRoom(trx, to, Number(replica.size_bytes));
       return this.#jobs.insert(trx, {
         id: randomUUID(),
         kind: REPLICA_JOB_KINDS.move,
