@@ -1,6 +1,8 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { CONFIG_VARIABLES, ConfigError, loadConfig } from './config.ts';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { CONFIG_VARIABLES, ConfigError, loadConfig, prepareDataDir } from './config.ts';
 
 function configError(env: NodeJS.ProcessEnv): ConfigError {
   try {
@@ -180,5 +182,31 @@ describe('loadConfig rejects invalid values with a ConfigError naming the variab
     expect(configError({ THICKET_NVME_PORT: 'abc' }).message).toContain('"abc"');
     expect(configError({ THICKET_LOG_LEVEL: 'verbose' }).message).toContain('"verbose"');
     expect(configError({ THICKET_ADMIN_TOKEN: 'short-secret' }).message).not.toContain('short-secret');
+  });
+});
+
+describe('prepareDataDir', () => {
+  it('creates missing parents and accepts a writable directory', () => {
+    const base = mkdtempSync(path.join(os.tmpdir(), 'thicket-datadir-'));
+    try {
+      prepareDataDir(path.join(base, 'a', 'b'));
+      expect(statSync(path.join(base, 'a', 'b')).isDirectory()).toBe(true);
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
+  });
+
+  it('names THICKET_DATA_DIR when the path is a file, cannot be created (even under /proc, where mkdir -p never returns) or is not writable', () => {
+    const base = mkdtempSync(path.join(os.tmpdir(), 'thicket-datadir-'));
+    try {
+      const file = path.join(base, 'file');
+      writeFileSync(file, 'x');
+      for (const dir of [file, path.join(file, 'sub'), '/proc/thicket-nope', '/sys/thicket-nope']) {
+        expect(() => prepareDataDir(dir), dir).toThrow(ConfigError);
+        expect(() => prepareDataDir(dir), dir).toThrow(/THICKET_DATA_DIR/);
+      }
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
   });
 });

@@ -1,5 +1,6 @@
 // Configuration comes only from environment variables. Every variable has a default and is validated once
 // at start-up; a bad value stops the process with a message naming the variable.
+import { existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
 
@@ -166,3 +167,48 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; defaultValue: strin
   { name: 'THICKET_PUBLIC_URL', defaultValue: '(http://<THICKET_HTTP_ADDR>)', meaning: 'base URL hypervisor hosts use to report VM events (the libvirt qemu hook)' },
   { name: 'THICKET_LOG_LEVEL', defaultValue: 'info', meaning: 'pino log level' },
 ];
+
+/**
+ * Makes sure THICKET_DATA_DIR is (or can be made) a directory this process can write, before anything
+ * else touches it: a path under /proc, a regular file or a read-only place is a configuration error with
+ * the variable's name, not a raw errno later (or a start that never finishes).
+ */
+export function prepareDataDir(dataDir: string): void {
+  const fail = (why: string) => new ConfigError(`THICKET_DATA_DIR=${dataDir} ${why}`);
+  try {
+    mkdirParents(dataDir);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw fail(code === 'EEXIST' || code === 'ENOTDIR' ? 'is not a directory (a file is in the way)' : `cannot be created: ${(err as Error).message}`);
+  }
+  let st;
+  try {
+    st = statSync(dataDir);
+  } catch (err) {
+    throw fail(`cannot be read: ${(err as Error).message}`);
+  }
+  if (!st.isDirectory()) throw fail('is not a directory');
+  const probe = path.join(dataDir, `.write-test-${process.pid}`);
+  try {
+    writeFileSync(probe, '');
+    rmSync(probe, { force: true });
+  } catch (err) {
+    throw fail(`is not writable: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * mkdir -p one level at a time. Node's recursive mkdirSync never returns for a path such as /proc/nope
+ * (mkdir answers ENOENT although the parent exists, and it retries the parent forever).
+ */
+function mkdirParents(dir: string): void {
+  const missing: string[] = [];
+  let at = path.resolve(dir);
+  for (let i = 0; i < 256 && !existsSync(at); i++) {
+    missing.push(at);
+    const parent = path.dirname(at);
+    if (parent === at) break;
+    at = parent;
+  }
+  for (const d of missing.reverse()) mkdirSync(d);
+}

@@ -1,12 +1,13 @@
 // Process entry point: configuration, start, signals.
 import { existsSync } from 'node:fs';
-import { ConfigError, loadConfig } from './config.ts';
+import { ConfigError, loadConfig, prepareDataDir } from './config.ts';
 import { startThicket, type ThicketInstance } from './thicket.ts';
 
 async function main(): Promise<void> {
   let config;
   try {
     config = loadConfig();
+    prepareDataDir(config.dataDir);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`thicket: configuration error: ${err.message}\n`);

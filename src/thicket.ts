@@ -93,6 +93,7 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
     const { verifier, generatedToken } = await loadAdminToken(db, config.adminToken);
     const { box: secrets, generatedKeyFile } = await loadSecretBox(db, config.dataDir, config.secretKey);
     if (generatedKeyFile) log.warn({ file: generatedKeyFile }, 'generated the secret key that encrypts SSH private keys; back it up (or set THICKET_SECRET_KEY)');
+    if (secrets.unusable) log.error({ problem: secrets.unusable }, 'stored secrets are unusable on this node: SSH hooks with stored keys and host tokens will fail here');
     const dataplane = new DataplaneClient({ replicaCacheBytes: config.replicaCacheBytes, journalBytes: config.journalBytes });
     dataplane.onBackgroundError = (message) => log.error({ message }, 'data plane background error');
     cleanups.push(() => dataplane.close());

@@ -41,3 +41,31 @@ describe('host tokens', () => {
     expect(verifyHostToken(box, undefined)).toBeUndefined();
   });
 });
+
+describe('a node whose key is not the database\'s', () => {
+  it('starts (the box loads) but every use of the box fails with the reason, and host tokens do not verify', async () => {
+    const { openDatabase } = await import('../db/database.ts');
+    const { migrate } = await import('../db/migrator.ts');
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const os = await import('node:os');
+    const pathMod = await import('node:path');
+    const { loadSecretBox } = await import('./secret-box.ts');
+    const { hostToken, verifyHostToken } = await import('./host-token.ts');
+    const dir = mkdtempSync(pathMod.join(os.tmpdir(), 'thicket-secret-'));
+    const handle = await openDatabase({ pgliteDir: pathMod.join(dir, 'db') });
+    try {
+      await migrate(handle.db);
+      const first = await loadSecretBox(handle.db, pathMod.join(dir, 'a'), '11'.repeat(32));
+      expect(first.box.unusable).toBeUndefined();
+      const token = hostToken(first.box, '00000000-0000-4000-8000-000000000001');
+      const second = await loadSecretBox(handle.db, pathMod.join(dir, 'b'), '22'.repeat(32));
+      expect(second.box.unusable).toContain('THICKET_SECRET_KEY');
+      expect(() => second.box.encrypt('x')).toThrow(SecretKeyError);
+      expect(verifyHostToken(second.box, token)).toBeUndefined();
+      expect(verifyHostToken(first.box, token)).toBe('00000000-0000-4000-8000-000000000001');
+    } finally {
+      await handle.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

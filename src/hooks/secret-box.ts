@@ -32,12 +32,19 @@ export function parseSecretKey(text: string, source: string): Buffer {
 
 export class SecretBox {
   #key: Buffer;
+  /** Set when this node's key is not the database's: every use fails with this reason. */
+  unusable: string | undefined;
   constructor(key: Buffer) {
     if (key.length !== 32) throw new SecretKeyError('the secret key must be 32 bytes');
     this.#key = key;
   }
 
+  #usable(): void {
+    if (this.unusable) throw new SecretKeyError(this.unusable);
+  }
+
   encrypt(plain: string): string {
+    this.#usable();
     const iv = randomBytes(12);
     const c = createCipheriv('aes-256-gcm', this.#key, iv);
     const ct = Buffer.concat([c.update(plain, 'utf8'), c.final()]);
@@ -45,6 +52,7 @@ export class SecretBox {
   }
 
   decrypt(sealed: string): string {
+    this.#usable();
     const [v, iv, tag, ct] = sealed.split(':');
     if (v !== VERSION || !iv || !tag || ct === undefined) throw new SecretKeyError('a stored secret has an unknown format');
     try {
@@ -58,11 +66,12 @@ export class SecretBox {
 
   /** A keyed MAC for tokens derived from the secret key (host callback tokens). */
   mac(purpose: string, value: string): Buffer {
+    this.#usable();
     return createHmac('sha256', this.#key).update(`${purpose}\0${value}`).digest();
   }
 
   checkValue(): string {
-    return this.mac('key-check', 'thicket').toString('hex');
+    return createHmac('sha256', this.#key).update('key-check\0thicket').digest('hex');
   }
 }
 
@@ -96,9 +105,10 @@ export async function loadSecretBox(db: Kysely<Database>, dataDir: string, confi
   await settings.setIfAbsent(db, CHECK_SETTING, check);
   const stored = await settings.get<string>(db, CHECK_SETTING);
   if (!stored || stored.length !== check.length || !timingSafeEqual(Buffer.from(stored), Buffer.from(check))) {
-    throw new SecretKeyError(
-      `the secret key (${configured ? 'THICKET_SECRET_KEY' : path.join(dataDir, KEY_FILE)}) is not the one this database's secrets were encrypted with; set THICKET_SECRET_KEY to the original key`,
-    );
+    // Not a reason to refuse to start (two nodes started at once on one PostgreSQL database, each with its
+    // own generated key, must both come up and serve storage): this node just cannot use the stored
+    // secrets. SSH hooks with stored keys and host tokens fail on it, each with this message.
+    box.unusable = `this node's secret key (${configured ? 'THICKET_SECRET_KEY' : path.join(dataDir, KEY_FILE)}) is not the one this database's secrets were encrypted with; set THICKET_SECRET_KEY on every node to the key of the node that started first`;
   }
   return { box, generatedKeyFile };
 }
