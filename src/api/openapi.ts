@@ -7,7 +7,8 @@ export interface RouteDoc {
   path: string;
   summary: string;
   tag: string;
-  body?: z.ZodType | { binary: true; description: string };
+  /** A JSON body schema, or raw bytes (optionally also accepting a JSON body, e.g. {sourcePath}). */
+  body?: z.ZodType | { binary: true; description: string; json?: z.ZodType };
   query?: z.ZodType;
   responses: Record<number, string>;
   auth?: boolean;
@@ -56,7 +57,14 @@ export function buildOpenApi(routes: RouteDoc[], version: string): Record<string
     if (r.body) {
       op.requestBody =
         'binary' in r.body
-          ? { required: true, description: r.body.description, content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } }
+          ? {
+              required: true,
+              description: r.body.description,
+              content: {
+                'application/octet-stream': { schema: { type: 'string', format: 'binary' } },
+                ...(r.body.json ? { 'application/json': { schema: z.toJSONSchema(r.body.json, { io: 'input', unrepresentable: 'any' }) } } : {}),
+              },
+            }
           : { required: true, content: { 'application/json': { schema: z.toJSONSchema(r.body as z.ZodType, { io: 'input', unrepresentable: 'any' }) } } };
     }
     paths[p][r.method] = op;

@@ -134,6 +134,10 @@ describe.each(DATABASE_KINDS)('API basics (%s)', (kind) => {
       ]) {
         expect(ops).toContain(op);
       }
+      // Both ways of adding a version are described: image bytes, or JSON naming a file on the appliance.
+      const versions = body.paths['/api/v1/templates/{id}/versions'].post.requestBody.content;
+      expect(Object.keys(versions).sort()).toEqual(['application/json', 'application/octet-stream']);
+      expect(versions['application/json'].schema.properties).toHaveProperty('sourcePath');
       // Path parameters are declared.
       const getJob = body.paths['/api/v1/jobs/{id}'].get;
       expect(getJob.parameters).toContainEqual(expect.objectContaining({ name: 'id', in: 'path', required: true }));

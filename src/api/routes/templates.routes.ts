@@ -32,7 +32,7 @@ export const templateDocs: RouteDoc[] = [
     tag: 'templates',
     summary: 'Add an immutable version: an octet-stream upload (?format=raw|qcow2|vmdk|vhdx|vdi) or JSON {sourcePath, format}',
     query: versionUploadQuery,
-    body: { binary: true, description: 'the image bytes; or application/json {sourcePath, format} naming a file on the appliance' },
+    body: { binary: true, description: 'the image bytes; or application/json {sourcePath, format} naming a file on the appliance', json: versionFromPathBody },
     responses: { 201: '{id, templateId, version, sizeBytes, sha256, format}', 400: 'invalid input', 404: 'unknown template', 415: 'unsupported content type', 422: 'corrupt or unsupported image', 507: 'out of space' },
   },
 ];
