@@ -23,22 +23,22 @@ function fieldName(pathParts: ReadonlyArray<PropertyKey>): string {
   return pathParts.length ? pathParts.map(String).join('.') : '(body)';
 }
 
-export function formatZodError(error: z.ZodError): { message: string; details: Array<{ field: string; message: string }> } {
+export function formatZodError(error: z.ZodError, where: 'body' | 'query' = 'body'): { message: string; details: Array<{ field: string; message: string }> } {
   const details = error.issues.map((issue) => {
-    const field = fieldName(issue.path);
+    const field = issue.path.length === 0 && where === 'query' ? '(query)' : fieldName(issue.path);
     let message = issue.message;
     if (issue.code === 'invalid_type' && /received undefined/.test(issue.message)) message = 'is required';
-    else if (issue.code === 'unrecognized_keys') message = `unknown field(s): ${issue.keys.join(', ')}`;
+    else if (issue.code === 'unrecognized_keys') message = `unknown ${where === 'query' ? 'parameter' : 'field'}(s): ${issue.keys.join(', ')}`;
     return { field, message };
   });
   const first = details[0];
   return { message: first ? `${first.field}: ${first.message}` : 'invalid request', details };
 }
 
-export function parseWith<T extends z.ZodType>(schema: T, value: unknown): z.infer<T> {
+export function parseWith<T extends z.ZodType>(schema: T, value: unknown, where: 'body' | 'query' = 'body'): z.infer<T> {
   const result = schema.safeParse(value);
   if (!result.success) {
-    const { message, details } = formatZodError(result.error);
+    const { message, details } = formatZodError(result.error, where);
     throw new AppError('VALIDATION_FAILED', message, details);
   }
   return result.data;
@@ -70,7 +70,7 @@ export async function parseOptionalJsonBody<T extends z.ZodType>(c: Context, sch
 }
 
 export function parseQuery<T extends z.ZodType>(c: Context, schema: T): z.infer<T> {
-  return parseWith(schema, c.req.query());
+  return parseWith(schema, c.req.query(), 'query');
 }
 
 export const uuidSchema = z.string().regex(UUID_RE, 'must be a UUID').transform((s) => s.toLowerCase());

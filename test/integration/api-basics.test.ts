@@ -100,6 +100,12 @@ describe.each(DATABASE_KINDS)('API basics (%s)', (kind) => {
     });
   });
 
+  it('names an unknown query parameter as a parameter, not a body field', async () => {
+    const { status, body } = await t.json('GET', '/api/v1/jobs?foo=bar');
+    expect(status).toBe(400);
+    expect(body.error.message).toBe('(query): unknown parameter(s): foo');
+  });
+
   describe('/api/v1/openapi.json', () => {
     it('is an OpenAPI 3.1 document listing every path of the API', async () => {
       const { status, body } = await t.json('GET', '/api/v1/openapi.json');

@@ -52,7 +52,7 @@ export function templateRoutes(service: TemplateService): Hono {
     if (contentType === 'application/json') {
       const body = await parseJsonBody(c, versionFromPathBody);
       // The format may come in the body or, as for uploads, in ?format=; both given must agree.
-      const query = c.req.query('format') === undefined ? undefined : parseWith(versionUploadQuery, c.req.query()).format;
+      const query = c.req.query('format') === undefined ? undefined : parseWith(versionUploadQuery, c.req.query(), 'query').format;
       if (body.format !== undefined && query !== undefined && body.format !== query) {
         throw new AppError('VALIDATION_FAILED', `format: the body says "${body.format}" but ?format= says "${query}"`, { field: 'format' });
       }
@@ -60,7 +60,7 @@ export function templateRoutes(service: TemplateService): Hono {
     }
     try {
       if (contentType === 'application/octet-stream' || contentType === '') {
-        const { format } = parseWith(versionUploadQuery, c.req.query());
+        const { format } = parseWith(versionUploadQuery, c.req.query(), 'query');
         const stream = c.req.raw.body;
         if (!stream) throw new AppError('IMAGE_INVALID', 'the image is empty');
         const body = Readable.fromWeb(stream as import('node:stream/web').ReadableStream<Uint8Array>);
