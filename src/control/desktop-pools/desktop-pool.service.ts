@@ -162,7 +162,9 @@ export class DesktopPoolService {
           name: input.name,
           replica_id: input.replicaId,
           storage_pool_id: input.storagePoolId,
-          size: 0,
+          // The size asked for: the pool's desktop counts show how far its job has come. The job records
+          // the real count when it ends (a failed burst leaves 0).
+          size: input.size,
           name_pattern: input.namePattern,
           qos_iops: input.qos?.iops ?? null,
           qos_bytes_per_second: input.qos?.bytesPerSecond ?? null,
@@ -221,7 +223,10 @@ export class DesktopPoolService {
           inUse: desktops.filter((d) => d.state === 'in-use').map((d) => d.name),
         });
       }
-      return this.#queue(trx, id, POOL_JOB_KINDS.resize, { size: input.size, force: input.force === true }, Math.abs(desktops.length - input.size));
+      const queued = await this.#queue(trx, id, POOL_JOB_KINDS.resize, { size: input.size, force: input.force === true }, Math.abs(desktops.length - input.size));
+      // As for a new pool: size is what was asked for; the job writes the real count when it ends.
+      await this.#ops.pools.update(trx, id, { size: input.size });
+      return queued;
     });
     const jobDto = this.#queued(job); // before any await: see create()
     return { pool: await this.get(id), job: jobDto };
