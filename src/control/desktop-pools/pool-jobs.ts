@@ -48,9 +48,12 @@ export class ResizePoolJob implements JobHandler {
         const free = await hooks.freeCapacity(pool.id);
         if (free < idxs.length) throw new JobFailure('HOSTS_FULL', `the pool's hosts have room for ${free} more desktop(s), not ${idxs.length} (maxDesktops)`);
       }
-      const total = idxs.length;
-      let done = 0;
-      ctx.progress(0, total, 'clones');
+      // A run resumed after a restart counts what the interrupted run created, so the total a client saw
+      // at the start stays the total.
+      const already = desktops.filter((d) => d.job_id === ctx.job.id).length;
+      const total = idxs.length + already;
+      let done = already;
+      ctx.progress(done, total, 'clones');
       for (const batch of chunks(idxs, BATCH_DESKTOPS)) {
         ctx.throwIfCancelled();
         // With hook hosts a desktop is provisioning until its attach hook has run.
