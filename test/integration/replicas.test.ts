@@ -454,7 +454,7 @@ describe.each(DATABASE_KINDS)('replicas (%s)', (kind) => {
       for (const [query, field] of [
         ['storagePoolId=fast', 'storagePoolId'],
         ['templateId=1', 'templateId'],
-        ['state=ready', '(body)'],
+        ['state=ready', '(query)'],
       ] as const) {
         const res = await t.json('GET', `/api/v1/replicas?${query}`);
         expect(res.status, query).toBe(400);
