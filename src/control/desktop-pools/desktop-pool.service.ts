@@ -335,7 +335,6 @@ export class DesktopPoolService {
     ops.events.emit('desktop.refreshed-on-logoff', { poolId: pool.id, name: d.name, ok, error: failed.get(d.clone_id) });
   }
 
-  /** Brings back the clone a refresh replaced, if its grace period has not ended. */
   /**
    * A pool of `size` desktops uses subsystems named <name>, <name>-2, ... (one per 1024 namespaces). Any of
    * them held by a subsystem outside this pool (another pool's extra subsystem, or one made by hand) is
@@ -374,6 +373,7 @@ export class DesktopPoolService {
     }
   }
 
+  /** Brings back the clone a refresh replaced, if its grace period has not ended. */
   async undoRefresh(id: string, name: string, options: { force?: boolean } = {}): Promise<DesktopDto> {
     const ops = this.#ops;
     const pool = await this.#pool(id);
