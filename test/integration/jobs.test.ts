@@ -405,11 +405,16 @@ describe.each(DATABASE_KINDS)('JobRunner (%s)', (kind: DatabaseKind) => {
     // Concurrency 1: while the first runner is busy with the job it cannot claim it back itself.
     const first = makeRunner(handle, 'first', { concurrency: 1 });
     let firstSawAbort = false;
+    // Until the second runner has the job, the first stays busy after its abort: otherwise, once idle, it
+    // could claim the requeued job again itself before the second runner (slower to start on a loaded
+    // machine: it opens its own connection) polls.
+    let secondHasIt = (): boolean => false;
     first.handler.body = async (ctx) => {
       try {
         await runUntilAborted(ctx, 3_000);
       } catch (err) {
         firstSawAbort = ctx.signal.aborted;
+        for (let i = 0; i < 1_000 && firstSawAbort && !secondHasIt(); i++) await sleep(10);
         throw err;
       }
     };
@@ -423,6 +428,7 @@ describe.each(DATABASE_KINDS)('JobRunner (%s)', (kind: DatabaseKind) => {
     const secondMayFinish = new Promise<void>((r) => (release = r));
     second.handler.body = (ctx) =>
       Promise.race([secondMayFinish, sleep(10_000), new Promise<void>((r) => ctx.signal.addEventListener('abort', () => r()))]);
+    secondHasIt = () => second.handler.started.has(id);
     await second.runner.start({ requeueAllRunning: false });
     await waitFor('the second runner to take the job', () => second.handler.started.has(id));
 
