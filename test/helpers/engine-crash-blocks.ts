@@ -4,6 +4,9 @@
 // (round and counter) it belongs to, so a block that lands on the wrong clone or LBA, or a block mixed
 // from two writes, is recognised on read-back.
 
+import fs from 'node:fs';
+import os from 'node:os';
+
 export const BS = 4096;
 const UNIT = 32;
 const MAGIC_WRITE = 0x4b575448; // 'THWK' little-endian
@@ -96,4 +99,22 @@ export interface CrashChildConfig {
   /** The child stops starting operations after this many, or after maxMs, and exits without closing. */
   maxOps: number;
   maxMs: number;
+}
+
+/**
+ * Where a kill -9 crash test keeps its data: the directory named by `envVar`, else /dev/shm when
+ * writable, else the temp directory. A RAM file system changes nothing about what a process kill may lose
+ * (the page cache outlives the process either way; power cuts are out of reach of any process-level
+ * test), but it makes fdatasync cheap: more operations per round, a shorter round, and no burst of
+ * writeback slowing the test files that run beside it.
+ */
+export function crashBaseDir(envVar: string): string {
+  const configured = process.env[envVar];
+  if (configured) return configured;
+  try {
+    fs.accessSync('/dev/shm', fs.constants.W_OK);
+    return '/dev/shm';
+  } catch {
+    return os.tmpdir();
+  }
 }

@@ -12,8 +12,8 @@
 // 3. A journal whose tail is cut or torn mid-record loses exactly that record.
 //
 // Rounds and seed: ENGINE_CRASH_ROUNDS (default 30, the issue's minimum), ENGINE_CRASH_SEED (default:
-// random; printed, and part of every failure message), ENGINE_CRASH_DIR (see crashBaseDir). A failing
-// run keeps its directory (printed).
+// random; printed, and part of every failure message), ENGINE_CRASH_DIR (see crashBaseDir in
+// test/helpers/engine-crash-blocks.ts). A failing run keeps its directory (printed).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
@@ -29,6 +29,7 @@ import { JOURNAL_HEADER_BYTES } from '../../src/engine/pool-journal.ts';
 import {
   BS,
   cloneIdFor,
+  crashBaseDir,
   decodeBlock,
   fillWriteBlock,
   prng,
@@ -55,23 +56,6 @@ const POOLS = [
 const REPLICA_ID = 'crash-replica';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-/**
- * Where the kill -9 rounds keep their pools: ENGINE_CRASH_DIR, else /dev/shm when writable, else the
- * temp directory. A RAM file system changes nothing about what a process kill may lose (the page cache
- * outlives the process either way; power cuts are out of reach of any process-level test), but it makes
- * fdatasync cheap: about three times the operations per round, a shorter round, and no burst of
- * writeback slowing the test files that run beside this one.
- */
-function crashBaseDir(): string {
-  if (process.env.ENGINE_CRASH_DIR) return process.env.ENGINE_CRASH_DIR;
-  try {
-    fs.accessSync('/dev/shm', fs.constants.W_OK);
-    return '/dev/shm';
-  } catch {
-    return os.tmpdir();
-  }
-}
-
 const sha256File = (p: string) => createHash('sha256').update(fs.readFileSync(p)).digest('hex');
 
 const children = new Set<ChildProcess>();
@@ -291,7 +275,7 @@ function startChild(config: CrashChildConfig): ChildRun {
 
 describe('engine crash recovery (kill -9 of a process doing random I/O on 20 clones)', () => {
   it(`keeps every acknowledged write and never shows foreign data, ${ROUNDS} rounds`, { timeout: 60_000 + ROUNDS * 15_000 }, async () => {
-    const dir = await mkdtemp(path.join(crashBaseDir(), 'thicket-engine-crash-'));
+    const dir = await mkdtemp(path.join(crashBaseDir('ENGINE_CRASH_DIR'), 'thicket-engine-crash-'));
     let ok = false;
     try {
       const replicaPath = path.join(dir, 'replica.img');

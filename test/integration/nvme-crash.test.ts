@@ -25,13 +25,12 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { NvmeTcpHost } from '../../src/nvmeof/host/nvme-tcp-host.ts';
 import { rwSqe } from '../../src/nvmeof/host/sqe-builders.ts';
 import { IO_OPC } from '../../src/nvmeof/protocol/constants.ts';
-import { prng } from '../helpers/engine-crash-blocks.ts';
+import { crashBaseDir, prng } from '../helpers/engine-crash-blocks.ts';
 import { ThicketProcess } from '../helpers/thicket-process.ts';
 
 const ROUNDS = Math.max(1, Number(process.env.NVME_CRASH_ROUNDS ?? 10));
@@ -50,16 +49,6 @@ const MAGIC = 0x4b435643; // 'CVCK' little-endian
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-
-function baseDir(): string {
-  if (process.env.NVME_CRASH_DIR) return process.env.NVME_CRASH_DIR;
-  try {
-    fs.accessSync('/dev/shm', fs.constants.W_OK);
-    return '/dev/shm';
-  } catch {
-    return os.tmpdir();
-  }
-}
 
 /** A port below the kernel's ephemeral range (so no outgoing connection can take it between restarts), free now. */
 async function lowPort(taken: Set<number>): Promise<number> {
@@ -326,7 +315,7 @@ describe.sequential('crash recovery through NVMe/TCP (SIGKILL of the real proces
     async () => {
       console.log(`nvme crash test: ${ROUNDS} rounds, NVME_CRASH_SEED=${SEED}`);
       failed = true; // until the rounds have passed
-      dir = await mkdtemp(path.join(baseDir(), 'thicket-nvme-crash-'));
+      dir = await mkdtemp(path.join(crashBaseDir('NVME_CRASH_DIR'), 'thicket-nvme-crash-'));
       dataDirs.push(dir);
       thicket = new ThicketProcess({ THICKET_JOURNAL_BYTES: String(1024 * 1024) });
       processes.push(thicket);

@@ -13,7 +13,7 @@ import { changedNamespaceLog, commandEffectsLog, discoveryLog, smartLog, type Di
 import type { Sqe } from '../protocol/sqe.ts';
 import { STATUS, SUCCESS, type NvmeStatus } from '../protocol/status.ts';
 import { toNvmeStatus } from './engine-backend.ts';
-import type { Namespace, Subsystem } from './subsystem.ts';
+import type { Namespace, NamespaceIo, Subsystem } from './subsystem.ts';
 
 export const BLOCK_BYTES = 4096;
 export const MQES = 127; // 0's based: 128 entries per queue
@@ -608,14 +608,14 @@ export class Controller {
   }
 
   #readDone(views: Buffer[], bytes: number, ns: Namespace): Completion {
-    const io = (ns.io ??= { readCommands: 0, writeCommands: 0, bytesRead: 0, bytesWritten: 0 });
+    const io = nsIo(ns);
     io.readCommands++;
     io.bytesRead += bytes;
     return { status: SUCCESS, data: views };
   }
 
   #writeDone(bytes: number, ns: Namespace): Completion {
-    const io = (ns.io ??= { readCommands: 0, writeCommands: 0, bytesRead: 0, bytesWritten: 0 });
+    const io = nsIo(ns);
     io.writeCommands++;
     io.bytesWritten += bytes;
     return { status: SUCCESS };
@@ -657,4 +657,9 @@ export class Controller {
       return failWith(err);
     }
   }
+}
+
+/** A namespace's SMART counters, made on its first I/O. */
+function nsIo(ns: Namespace): NamespaceIo {
+  return (ns.io ??= { readCommands: 0, writeCommands: 0, bytesRead: 0, bytesWritten: 0 });
 }
