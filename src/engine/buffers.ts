@@ -2,21 +2,45 @@
 // a page-cache read; perf-limits.md §4), shared zero views, and slicing of gather lists without copies.
 import { BLOCK_SIZE_BYTES } from './block-size.ts';
 
-const SLAB_BYTES = 1024 * 1024;
-const MAX_SLAB_TAKE = 256 * 1024;
-let slab = Buffer.allocUnsafe(SLAB_BYTES);
-let slabOffset = 0;
+/** Carves small buffers out of larger allocations. A live view keeps its whole slab alive. */
+class Slab {
+  #slabBytes: number;
+  #maxTake: number;
+  #slab: Buffer;
+  #offset = 0;
+
+  constructor(slabBytes: number) {
+    this.#slabBytes = slabBytes;
+    this.#maxTake = slabBytes / 4;
+    this.#slab = Buffer.allocUnsafe(slabBytes);
+  }
+
+  take(bytes: number): Buffer {
+    if (bytes > this.#maxTake) return Buffer.allocUnsafe(bytes);
+    if (this.#offset + bytes > this.#slabBytes) {
+      this.#slab = Buffer.allocUnsafe(this.#slabBytes);
+      this.#offset = 0;
+    }
+    const b = this.#slab.subarray(this.#offset, this.#offset + bytes);
+    this.#offset += (bytes + 7) & ~7;
+    return b;
+  }
+}
+
+// Short-lived buffers (reads, journal scratch) share 1 MiB slabs.
+const shortLived = new Slab(1024 * 1024);
+// Copies of written blocks may live until a checkpoint writes them to the data file: smaller slabs, kept
+// apart from the short-lived ones, so that one lingering copy pins 64 KiB and not a 1 MiB read slab.
+const blockCopies = new Slab(64 * 1024);
 
 /** A buffer of `bytes` whose contents the caller will overwrite completely. */
 export function takeBuffer(bytes: number): Buffer {
-  if (bytes > MAX_SLAB_TAKE) return Buffer.allocUnsafe(bytes);
-  if (slabOffset + bytes > SLAB_BYTES) {
-    slab = Buffer.allocUnsafe(SLAB_BYTES);
-    slabOffset = 0;
-  }
-  const b = slab.subarray(slabOffset, slabOffset + bytes);
-  slabOffset += (bytes + 7) & ~7;
-  return b;
+  return shortLived.take(bytes);
+}
+
+/** takeBuffer for a block copy that may be kept for a long time (see Clone's deferred blocks). */
+export function takeBlockCopy(bytes: number): Buffer {
+  return blockCopies.take(bytes);
 }
 
 const ZEROES = Buffer.alloc(32 * BLOCK_SIZE_BYTES);

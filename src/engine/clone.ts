@@ -5,7 +5,15 @@
 // Durability: writes land in the page cache; a flush (or a FUA write) makes the data and the map entries
 // pointing to it durable before it resolves — small flushes by putting the 4 KiB payloads into the pool
 // journal with the map entries (one shared fdatasync for every clone flushing at the time), larger ones
-// by fdatasync of the data file and then the map entries. A block freed by an overwrite-free operation
+// by fdatasync of the data file and then the map entries.
+//
+// Deferred blocks: a write that the next flush will journal anyway (at most PAYLOAD_FLUSH_LIMIT_BLOCKS
+// dirty blocks) is not written to the data file at once; its copy is kept in memory, served to reads,
+// and written to the data file later, coalesced and in block order: when the clone leaves the small-flush
+// mode, or at the checkpoint that makes its journal record obsolete. Ceph BlueStore's deferred writes do
+// the same through its WAL. The first write to a block extends the data file, which cost about 18 µs
+// per 4 KiB write when 500 clones wrote and flushed at once (ext4 inode updates for each file), several
+// times the engine's own work; written back together, a clone's blocks take one pwritev per run. A block freed by an overwrite-free operation
 // (write zeroes, deallocate, reset) is reused only after the change that freed it is durable.
 import fs from 'node:fs';
 import { mkdirSync } from 'node:fs';
@@ -14,7 +22,7 @@ import path from 'node:path';
 import { BLOCK_SIZE_BYTES } from './block-size.ts';
 import { BlockMap, MAP_ZERO } from './block-map.ts';
 import { MAX_BLOCK } from './block-table.ts';
-import { pushZeroes, sliceChunks, takeBuffer, totalLength } from './buffers.ts';
+import { pushZeroes, sliceChunks, takeBlockCopy, takeBuffer, totalLength } from './buffers.ts';
 import { CloneClosedError, CloneFailedError, IoError, LbaOutOfRangeError, OutOfSpaceError } from './errors.ts';
 import { fdatasync, fsyncDir } from './fs-callbacks.ts';
 import { encodeRecord, RECORD_FLAG_DATA_SYNCED, RECORD_TYPE_MAP, RECORD_TYPE_RESET, type MapEntry } from './journal-record.ts';
@@ -25,6 +33,9 @@ import { QosLimiter, type QosLimits } from './token-bucket.ts';
 /** Flushes with at most this many dirty blocks journal their payloads instead of syncing the data file. */
 export const PAYLOAD_FLUSH_LIMIT_BLOCKS = 32;
 
+/** First writes gathered into one write of the data file (see #stage). */
+export const STAGE_BLOCKS = 4;
+
 /** What a clone needs from its storage pool. */
 export interface CloneHost {
   readonly clonesDir: string;
@@ -33,6 +44,8 @@ export interface CloneHost {
   reserveBlocks(n: number): void;
   releaseBlocks(n: number): void;
   appendRecord(buffers: Buffer[], length: number): Promise<0 | 1>;
+  /** The number of blocks held in memory for a later write to the data file (deferred, staged) changed by delta. */
+  adjustDeferredBlocks(delta: number): void;
 }
 
 export interface CloneStats {
@@ -81,6 +94,22 @@ export class Clone {
    * per write on the random-write path). #dirtyWrites and #payloadCopies stay empty while it is set.
    */
   #dirtyOverflow = false;
+  /**
+   * Deferred blocks (see the top of this file): block number -> its latest data, not yet in the data
+   * file. Copies are never changed after they are made (a journal write may still be sending one).
+   * Empty whenever a write goes to the data file directly, so the file never has newer data than these.
+   */
+  #deferred = new Map<number, Buffer>();
+  /**
+   * First writes staged for one write of the data file: blocks [#stageStart, #stageStart + #stageCount)
+   * in #stageBuf. A first write allocates the next block of the data file, and growing a file costs the
+   * page cache a new page: 4 KiB at a time about 4.8 µs per block here, against 2.0 µs in 16 KiB writes
+   * and 2.4 µs to overwrite a page. Used only past the small-flush limit (the next flush syncs the data
+   * file and writes the stage first); reads see it; the buffer is reused after each write-out.
+   */
+  #stageBuf: Buffer | undefined;
+  #stageStart = 0;
+  #stageCount = 0;
   #dirNeedsSync = false;
   #flushTail: Promise<void> = Promise.resolve();
   #gate: Promise<void> | undefined;
@@ -244,6 +273,36 @@ export class Clone {
   }
 
   #readData(buf: Buffer, pblock: number): void {
+    if (this.#stageCount > 0) {
+      this.#readFileOrDeferred(buf, pblock);
+      const n = buf.length / BLOCK_SIZE_BYTES;
+      const from = Math.max(pblock, this.#stageStart);
+      const to = Math.min(pblock + n, this.#stageStart + this.#stageCount);
+      if (from < to) this.#stageBuf!.copy(buf, (from - pblock) * BLOCK_SIZE_BYTES, (from - this.#stageStart) * BLOCK_SIZE_BYTES, (to - this.#stageStart) * BLOCK_SIZE_BYTES);
+      return;
+    }
+    this.#readFileOrDeferred(buf, pblock);
+  }
+
+  #readFileOrDeferred(buf: Buffer, pblock: number): void {
+    if (this.#deferred.size > 0) {
+      if (buf.length === BLOCK_SIZE_BYTES) {
+        const copy = this.#deferred.get(pblock);
+        if (copy !== undefined) {
+          copy.copy(buf);
+          return;
+        }
+      } else {
+        this.#readFile(buf, pblock);
+        const n = buf.length / BLOCK_SIZE_BYTES;
+        for (let k = 0; k < n; k++) this.#deferred.get(pblock + k)?.copy(buf, k * BLOCK_SIZE_BYTES);
+        return;
+      }
+    }
+    this.#readFile(buf, pblock);
+  }
+
+  #readFile(buf: Buffer, pblock: number): void {
     let got = 0;
     const position = pblock * BLOCK_SIZE_BYTES;
     for (let i = 0; i < 64 && got < buf.length; i++) {
@@ -287,6 +346,10 @@ export class Clone {
       this.#writeOne(slba, list);
       return;
     }
+    const defer = this.#defers(nlb);
+    if (!defer && this.#deferred.size > 0) this.#writeBackDeferred();
+    // Multi-block writes go around the stage: write it out first, so the file is never newer than it.
+    if (this.#stageCount > 0) this.writeBackDeferred();
     const owned = this.map.owned;
     const end = slba + nlb;
     let needed = 0;
@@ -313,7 +376,7 @@ export class Clone {
     }
     try {
       let i = 0;
-      while (i < nlb) {
+      while (!defer && i < nlb) {
         let n = 1;
         while (i + n < nlb && pblocks[i + n] === pblocks[i] + n) n++;
         const views = sliceChunks(list, i * BLOCK_SIZE_BYTES, n * BLOCK_SIZE_BYTES);
@@ -339,13 +402,20 @@ export class Clone {
       this.#mapOps.push({ lba: slba + i0, n, value: pblocks[i0] });
       k += n;
     }
-    for (let i = 0; i < nlb; i++) this.#markDirty(slba + i, pblocks[i], list, i * BLOCK_SIZE_BYTES);
+    for (let i = 0; i < nlb; i++) {
+      const copy = this.#markDirty(slba + i, pblocks[i], list, i * BLOCK_SIZE_BYTES);
+      if (defer) this.#defer(pblocks[i], copy!);
+    }
     this.stats.writeOps++;
     this.stats.writeBytes += nlb * BLOCK_SIZE_BYTES;
   }
 
   /** writeNow of one block (the commonest request): no run lists, no per-call arrays. */
   #writeOne(lba: number, list: readonly Buffer[]): void {
+    const defer = this.#defers(1, lba);
+    if (!defer && this.#deferred.size > 0) this.#writeBackDeferred();
+    // Deferred copies and the stage never hold the same block: the stage goes before a deferred write.
+    if (defer && this.#stageCount > 0) this.writeBackDeferred();
     const owned = this.map.owned;
     let p = owned.get(lba);
     const fresh = p === undefined;
@@ -362,7 +432,12 @@ export class Clone {
       this.#openData(true);
     }
     try {
-      this.#writeData(list.length === 1 && list[0].length === BLOCK_SIZE_BYTES ? (list as Buffer[]) : sliceChunks(list, 0, BLOCK_SIZE_BYTES), p!);
+      if (!defer) {
+        const views = list.length === 1 && list[0].length === BLOCK_SIZE_BYTES ? (list as Buffer[]) : sliceChunks(list, 0, BLOCK_SIZE_BYTES);
+        if (this.#stageCount > 0 && p! >= this.#stageStart && p! < this.#stageStart + this.#stageCount) this.#stageInto(views, p!);
+        else if (fresh && p === this.dataBlocks - 1) this.#stageFresh(views, p!);
+        else this.#writeData(views, p!);
+      }
     } catch (err) {
       // Undo the new mapping: its block never held acknowledged data.
       if (fresh) {
@@ -374,25 +449,138 @@ export class Clone {
     }
     if (this.map.zero.size > 0) this.map.zero.remove(lba, lba + 1);
     if (fresh) this.#mapOps.push({ lba, n: 1, value: p! });
-    this.#markDirty(lba, p!, list, 0);
+    const copy = this.#markDirty(lba, p!, list, 0);
+    if (defer) this.#defer(p!, copy!);
     this.stats.writeOps++;
     this.stats.writeBytes += BLOCK_SIZE_BYTES;
   }
 
-  /** Records a written block for the next flush, with a copy of its data while the flush would journal it. */
-  #markDirty(lba: number, p: number, list: readonly Buffer[], offset: number): void {
-    if (this.#dirtyOverflow) return;
+  /**
+   * Records a written block for the next flush, with a copy of its data while the flush would journal it.
+   * Returns the copy (undefined past the small-flush limit).
+   */
+  #markDirty(lba: number, p: number, list: readonly Buffer[], offset: number): Buffer | undefined {
+    if (this.#dirtyOverflow) return undefined;
     this.#dirtyWrites.set(lba, p);
     if (this.#dirtyWrites.size > PAYLOAD_FLUSH_LIMIT_BLOCKS) {
       this.#dirtyOverflow = true;
       this.#dirtyWrites.clear();
       this.#payloadCopies.clear();
-      return;
+      return undefined;
     }
-    const copy = takeBuffer(BLOCK_SIZE_BYTES);
+    const copy = takeBlockCopy(BLOCK_SIZE_BYTES);
     let at = 0;
     for (const v of sliceChunks(list, offset, BLOCK_SIZE_BYTES)) at += v.copy(copy, at);
     this.#payloadCopies.set(lba, copy);
+    return copy;
+  }
+
+  /** Copies one block into its slot of the stage. */
+  #stageInto(views: readonly Buffer[], p: number): void {
+    let at = (p - this.#stageStart) * BLOCK_SIZE_BYTES;
+    for (const v of views) at += v.copy(this.#stageBuf!, at);
+  }
+
+  /** Stages a first write to block p, the new last block of the data file; writes the stage out when full. */
+  #stageFresh(views: readonly Buffer[], p: number): void {
+    if (this.#stageCount > 0 && p !== this.#stageStart + this.#stageCount) this.#writeStage();
+    if (this.#stageCount === 0) {
+      this.#stageBuf ??= Buffer.allocUnsafe(STAGE_BLOCKS * BLOCK_SIZE_BYTES);
+      this.#stageStart = p;
+    }
+    this.#stageCount++;
+    this.#stageInto(views, p);
+    this.#host.adjustDeferredBlocks(1);
+    if (this.#stageCount === STAGE_BLOCKS) this.#writeStage();
+  }
+
+  /** Writes the stage to the data file. On failure the stage is kept (a later flush fails and retries). */
+  #writeStage(): void {
+    const count = this.#stageCount;
+    if (count === 0) return;
+    this.#writeData([this.#stageBuf!.subarray(0, count * BLOCK_SIZE_BYTES)], this.#stageStart);
+    this.#stageCount = 0;
+    this.#host.adjustDeferredBlocks(-count);
+  }
+
+  /** Forgets the stage (reset, delete, close): its blocks no longer hold data. */
+  #dropStage(): void {
+    const count = this.#stageCount;
+    if (count === 0) return;
+    this.#stageCount = 0;
+    this.#host.adjustDeferredBlocks(-count);
+  }
+
+  /**
+   * Whether a write of nlb blocks (lba: the block of a one-block write) stays within the small-flush
+   * limit, so that #markDirty keeps a copy of every block and the data file can wait (deferred blocks).
+   */
+  #defers(nlb: number, lba = -1): boolean {
+    if (this.#dirtyOverflow) return false;
+    const dirty = this.#dirtyWrites;
+    return dirty.size + nlb <= PAYLOAD_FLUSH_LIMIT_BLOCKS || (nlb === 1 && dirty.has(lba));
+  }
+
+  // The pool counts every deferred and staged block as space the file system may not have allocated yet
+  // (overwrites of allocated blocks too: simpler to keep exact, and it errs on the safe side).
+  #defer(p: number, copy: Buffer): void {
+    const size = this.#deferred.size;
+    this.#deferred.set(p, copy);
+    if (this.#deferred.size > size) this.#host.adjustDeferredBlocks(1);
+  }
+
+  /** Drops deferred blocks that no longer hold data (freed, or the clone reset or deleted). */
+  #dropDeferred(blocks?: readonly number[]): void {
+    const before = this.#deferred.size;
+    if (before === 0) return;
+    if (blocks === undefined) this.#deferred = new Map();
+    else for (const p of blocks) this.#deferred.delete(p);
+    if (this.#deferred.size !== before) this.#host.adjustDeferredBlocks(this.#deferred.size - before);
+  }
+
+  /**
+   * Writes every deferred block to the data file (not synced), in block order, one pwritev per run of
+   * consecutive blocks. Throws like a write (OutOfSpaceError, IoError); what was not written stays deferred.
+   */
+  writeBackDeferred(): void {
+    if (this.#stageCount > 0) {
+      try {
+        this.#writeStage();
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new OutOfSpaceError();
+        throw new IoError(`write-back to clone ${this.id} failed: ${(err as Error).message}`, { cause: err });
+      }
+    }
+    if (this.#deferred.size > 0) this.#writeBackDeferred();
+  }
+
+  #writeBackDeferred(): void {
+    const blocks = [...this.#deferred.keys()].sort((a, b) => a - b);
+    if (this.#dataFd < 0) this.#openData(true);
+    const before = this.#deferred.size;
+    try {
+      let i = 0;
+      while (i < blocks.length) {
+        let n = 1;
+        // Runs are capped below IOV_MAX (1024).
+        while (i + n < blocks.length && n < 512 && blocks[i + n] === blocks[i] + n) n++;
+        const views = new Array<Buffer>(n);
+        for (let k = 0; k < n; k++) views[k] = this.#deferred.get(blocks[i + k])!;
+        this.#writeData(views, blocks[i]);
+        for (let k = 0; k < n; k++) this.#deferred.delete(blocks[i + k]);
+        i += n;
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new OutOfSpaceError();
+      throw new IoError(`write-back to clone ${this.id} failed: ${(err as Error).message}`, { cause: err });
+    } finally {
+      if (this.#deferred.size !== before) this.#host.adjustDeferredBlocks(this.#deferred.size - before);
+    }
+  }
+
+  /** Blocks whose latest data is in memory only, not yet in the data file: deferred and staged. */
+  get deferredBlocks(): number {
+    return this.#deferred.size + this.#stageCount;
   }
 
   #writeData(views: Buffer[], pblock: number): void {
@@ -430,6 +618,18 @@ export class Clone {
     const end = slba + nlb;
     const freed = this.map.dropOwned(slba, end);
     for (const p of freed) this.#pendingFree.push(p);
+    this.#dropDeferred(freed);
+    if (this.#stageCount > 0) {
+      const end = this.#stageStart + this.#stageCount;
+      for (const p of freed) {
+        if (p >= this.#stageStart && p < end) {
+          // Harmless to write (the block is not reused before a checkpoint, which writes the stage
+          // first), and simpler than cutting a run: write it out now.
+          this.writeBackDeferred();
+          break;
+        }
+      }
+    }
     if (!this.#dirtyOverflow && this.#dirtyWrites.size > 0) {
       if (nlb < this.#dirtyWrites.size) for (let lba = slba; lba < end; lba++) this.#dirtyWrites.delete(lba);
       else for (const lba of this.#dirtyWrites.keys()) if (lba >= slba && lba < end) this.#dirtyWrites.delete(lba);
@@ -486,6 +686,9 @@ export class Clone {
           payloads.push(buf);
         }
       } else {
+        // A data-synced record promises recovery that the data file holds every block at least as new
+        // as any earlier payload: deferred blocks go to the file before the sync.
+        this.writeBackDeferred();
         await this.syncData();
         // Recovery must not redo older journalled payloads over the blocks this sync made durable
         // (an in-place overwrite, or a block freed and reused, would go back to stale data).
@@ -554,6 +757,8 @@ export class Clone {
       this.#dirtyWrites = new Map();
       this.#payloadCopies = new Map();
       this.#dirtyOverflow = false;
+      this.#dropDeferred();
+      this.#dropStage();
       this.#pendingFree = [];
       this.#free = [];
       if (this.#dataFd >= 0) fs.ftruncateSync(this.#dataFd, 0);
@@ -573,14 +778,19 @@ export class Clone {
     if (this.closed) return;
     this.closed = true;
     await this.#flushTail.catch(() => {});
+    this.#dropDeferred();
+    this.#dropStage();
     this.#closeFd();
     await rm(this.dir, { recursive: true, force: true });
     this.#host.releaseBlocks(this.dataBlocks);
     this.dataBlocks = 0;
   }
 
+  /** Closes the files. Deferred blocks are dropped: what of them was flushed is in the journal. */
   close(): void {
     this.closed = true;
+    this.#dropDeferred();
+    this.#dropStage();
     this.#closeFd();
   }
 

@@ -54,6 +54,10 @@ export class PoolStore implements CloneHost {
   #statfsAt = 0;
   #statfsFree = Infinity;
   #blocksSinceStatfs = 0;
+  /** Deferred and staged clone blocks: reserved here, maybe not yet allocated by the file system. */
+  #deferredBlocks = 0;
+  /** #deferredBlocks when statfs was last read: statfs does not count them yet. */
+  #deferredAtStatfs = 0;
   #checkpointing: Promise<void> | undefined;
   onError: (err: unknown) => void = () => {};
 
@@ -87,8 +91,11 @@ export class PoolStore implements CloneHost {
       }
       this.#statfsAt = now;
       this.#blocksSinceStatfs = 0;
+      this.#deferredAtStatfs = this.#deferredBlocks;
     }
-    if (this.#statfsFree - this.#blocksSinceStatfs * BLOCK_SIZE_BYTES - bytes < this.#reserveBytes) {
+    // Blocks reserved since statfs, and deferred blocks it could not see (some may have been written since:
+    // counted twice until the next statfs, which errs on the safe side).
+    if (this.#statfsFree - (this.#blocksSinceStatfs + this.#deferredAtStatfs) * BLOCK_SIZE_BYTES - bytes < this.#reserveBytes) {
       throw new OutOfSpaceError(`storage pool ${this.id} is full`);
     }
     this.#blocksSinceStatfs += n;
@@ -98,6 +105,15 @@ export class PoolStore implements CloneHost {
   releaseBlocks(n: number): void {
     this.#dataBlocks = Math.max(0, this.#dataBlocks - n);
     this.#statfsAt = 0;
+  }
+
+  adjustDeferredBlocks(delta: number): void {
+    this.#deferredBlocks += delta;
+  }
+
+  /** Clone blocks held in memory for a later write to their data files (see Clone: deferred and staged blocks). */
+  get deferredBlocks(): number {
+    return this.#deferredBlocks;
   }
 
   appendRecord(buffers: Buffer[], length: number): Promise<0 | 1> {
@@ -248,6 +264,9 @@ export class PoolStore implements CloneHost {
     // Encode before any await: the snapshot must not see changes made after it.
     const content = encodeCheckpoint(snap.lsn, snap.dataBlocks, snap.map);
     try {
+      // The snapshot's records become obsolete: deferred blocks must be in the data file first (now, so
+      // the file holds exactly the snapshot's data; later writes are deferred again or journalled).
+      clone.writeBackDeferred();
       await clone.syncData();
       await writeCheckpoint(clone.dir, content);
     } catch (err) {
