@@ -12,9 +12,11 @@
 // and written to the data file later, coalesced and in block order: when the clone leaves the small-flush
 // mode, or at the checkpoint that makes its journal record obsolete. Ceph BlueStore's deferred writes do
 // the same through its WAL. The first write to a block extends the data file, which cost about 18 µs
-// per 4 KiB write when 500 clones wrote and flushed at once (ext4 inode updates for each file), several
-// times the engine's own work; written back together, a clone's blocks take one pwritev per run. A block freed by an overwrite-free operation
-// (write zeroes, deallocate, reset) is reused only after the change that freed it is durable.
+// per 4 KiB write when 500 clones wrote and flushed at once (a new page-cache page in each of 500 files),
+// several times the engine's own work; written back together, a clone's blocks take one pwritev per run.
+//
+// A block freed by an overwrite-free operation (write zeroes, deallocate, reset) is reused only after the
+// change that freed it is durable.
 import fs from 'node:fs';
 import { mkdirSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
@@ -33,9 +35,6 @@ import { QosLimiter, type QosLimits } from './token-bucket.ts';
 /** Flushes with at most this many dirty blocks journal their payloads instead of syncing the data file. */
 export const PAYLOAD_FLUSH_LIMIT_BLOCKS = 32;
 
-/** First writes gathered into one write of the data file (see #stage). */
-export const STAGE_BLOCKS = 4;
-
 /** What a clone needs from its storage pool. */
 export interface CloneHost {
   readonly clonesDir: string;
@@ -44,7 +43,7 @@ export interface CloneHost {
   reserveBlocks(n: number): void;
   releaseBlocks(n: number): void;
   appendRecord(buffers: Buffer[], length: number): Promise<0 | 1>;
-  /** The number of blocks held in memory for a later write to the data file (deferred, staged) changed by delta. */
+  /** The number of blocks held in memory for a later write to a data file (deferred blocks) changed by delta. */
   adjustDeferredBlocks(delta: number): void;
 }
 
@@ -100,16 +99,6 @@ export class Clone {
    * Empty whenever a write goes to the data file directly, so the file never has newer data than these.
    */
   #deferred = new Map<number, Buffer>();
-  /**
-   * First writes staged for one write of the data file: blocks [#stageStart, #stageStart + #stageCount)
-   * in #stageBuf. A first write allocates the next block of the data file, and growing a file costs the
-   * page cache a new page: 4 KiB at a time about 4.8 µs per block here, against 2.0 µs in 16 KiB writes
-   * and 2.4 µs to overwrite a page. Used only past the small-flush limit (the next flush syncs the data
-   * file and writes the stage first); reads see it; the buffer is reused after each write-out.
-   */
-  #stageBuf: Buffer | undefined;
-  #stageStart = 0;
-  #stageCount = 0;
   #dirNeedsSync = false;
   #flushTail: Promise<void> = Promise.resolve();
   #gate: Promise<void> | undefined;
@@ -273,18 +262,6 @@ export class Clone {
   }
 
   #readData(buf: Buffer, pblock: number): void {
-    if (this.#stageCount > 0) {
-      this.#readFileOrDeferred(buf, pblock);
-      const n = buf.length / BLOCK_SIZE_BYTES;
-      const from = Math.max(pblock, this.#stageStart);
-      const to = Math.min(pblock + n, this.#stageStart + this.#stageCount);
-      if (from < to) this.#stageBuf!.copy(buf, (from - pblock) * BLOCK_SIZE_BYTES, (from - this.#stageStart) * BLOCK_SIZE_BYTES, (to - this.#stageStart) * BLOCK_SIZE_BYTES);
-      return;
-    }
-    this.#readFileOrDeferred(buf, pblock);
-  }
-
-  #readFileOrDeferred(buf: Buffer, pblock: number): void {
     if (this.#deferred.size > 0) {
       if (buf.length === BLOCK_SIZE_BYTES) {
         const copy = this.#deferred.get(pblock);
@@ -348,8 +325,6 @@ export class Clone {
     }
     const defer = this.#defers(nlb);
     if (!defer && this.#deferred.size > 0) this.#writeBackDeferred();
-    // Multi-block writes go around the stage: write it out first, so the file is never newer than it.
-    if (this.#stageCount > 0) this.writeBackDeferred();
     const owned = this.map.owned;
     const end = slba + nlb;
     let needed = 0;
@@ -414,8 +389,6 @@ export class Clone {
   #writeOne(lba: number, list: readonly Buffer[]): void {
     const defer = this.#defers(1, lba);
     if (!defer && this.#deferred.size > 0) this.#writeBackDeferred();
-    // Deferred copies and the stage never hold the same block: the stage goes before a deferred write.
-    if (defer && this.#stageCount > 0) this.writeBackDeferred();
     const owned = this.map.owned;
     let p = owned.get(lba);
     const fresh = p === undefined;
@@ -432,12 +405,7 @@ export class Clone {
       this.#openData(true);
     }
     try {
-      if (!defer) {
-        const views = list.length === 1 && list[0].length === BLOCK_SIZE_BYTES ? (list as Buffer[]) : sliceChunks(list, 0, BLOCK_SIZE_BYTES);
-        if (this.#stageCount > 0 && p! >= this.#stageStart && p! < this.#stageStart + this.#stageCount) this.#stageInto(views, p!);
-        else if (fresh && p === this.dataBlocks - 1) this.#stageFresh(views, p!);
-        else this.#writeData(views, p!);
-      }
+      if (!defer) this.#writeData(list.length === 1 && list[0].length === BLOCK_SIZE_BYTES ? (list as Buffer[]) : sliceChunks(list, 0, BLOCK_SIZE_BYTES), p!);
     } catch (err) {
       // Undo the new mapping: its block never held acknowledged data.
       if (fresh) {
@@ -475,42 +443,6 @@ export class Clone {
     return copy;
   }
 
-  /** Copies one block into its slot of the stage. */
-  #stageInto(views: readonly Buffer[], p: number): void {
-    let at = (p - this.#stageStart) * BLOCK_SIZE_BYTES;
-    for (const v of views) at += v.copy(this.#stageBuf!, at);
-  }
-
-  /** Stages a first write to block p, the new last block of the data file; writes the stage out when full. */
-  #stageFresh(views: readonly Buffer[], p: number): void {
-    if (this.#stageCount > 0 && p !== this.#stageStart + this.#stageCount) this.#writeStage();
-    if (this.#stageCount === 0) {
-      this.#stageBuf ??= Buffer.allocUnsafe(STAGE_BLOCKS * BLOCK_SIZE_BYTES);
-      this.#stageStart = p;
-    }
-    this.#stageCount++;
-    this.#stageInto(views, p);
-    this.#host.adjustDeferredBlocks(1);
-    if (this.#stageCount === STAGE_BLOCKS) this.#writeStage();
-  }
-
-  /** Writes the stage to the data file. On failure the stage is kept (a later flush fails and retries). */
-  #writeStage(): void {
-    const count = this.#stageCount;
-    if (count === 0) return;
-    this.#writeData([this.#stageBuf!.subarray(0, count * BLOCK_SIZE_BYTES)], this.#stageStart);
-    this.#stageCount = 0;
-    this.#host.adjustDeferredBlocks(-count);
-  }
-
-  /** Forgets the stage (reset, delete, close): its blocks no longer hold data. */
-  #dropStage(): void {
-    const count = this.#stageCount;
-    if (count === 0) return;
-    this.#stageCount = 0;
-    this.#host.adjustDeferredBlocks(-count);
-  }
-
   /**
    * Whether a write of nlb blocks (lba: the block of a one-block write) stays within the small-flush
    * limit, so that #markDirty keeps a copy of every block and the data file can wait (deferred blocks).
@@ -521,7 +453,7 @@ export class Clone {
     return dirty.size + nlb <= PAYLOAD_FLUSH_LIMIT_BLOCKS || (nlb === 1 && dirty.has(lba));
   }
 
-  // The pool counts every deferred and staged block as space the file system may not have allocated yet
+  // The pool counts every deferred block as space the file system may not have allocated yet
   // (overwrites of allocated blocks too: simpler to keep exact, and it errs on the safe side).
   #defer(p: number, copy: Buffer): void {
     const size = this.#deferred.size;
@@ -543,14 +475,6 @@ export class Clone {
    * consecutive blocks. Throws like a write (OutOfSpaceError, IoError); what was not written stays deferred.
    */
   writeBackDeferred(): void {
-    if (this.#stageCount > 0) {
-      try {
-        this.#writeStage();
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new OutOfSpaceError();
-        throw new IoError(`write-back to clone ${this.id} failed: ${(err as Error).message}`, { cause: err });
-      }
-    }
     if (this.#deferred.size > 0) this.#writeBackDeferred();
   }
 
@@ -578,9 +502,9 @@ export class Clone {
     }
   }
 
-  /** Blocks whose latest data is in memory only, not yet in the data file: deferred and staged. */
+  /** Blocks whose latest data is in memory only, not yet in the data file. */
   get deferredBlocks(): number {
-    return this.#deferred.size + this.#stageCount;
+    return this.#deferred.size;
   }
 
   #writeData(views: Buffer[], pblock: number): void {
@@ -619,17 +543,6 @@ export class Clone {
     const freed = this.map.dropOwned(slba, end);
     for (const p of freed) this.#pendingFree.push(p);
     this.#dropDeferred(freed);
-    if (this.#stageCount > 0) {
-      const end = this.#stageStart + this.#stageCount;
-      for (const p of freed) {
-        if (p >= this.#stageStart && p < end) {
-          // Harmless to write (the block is not reused before a checkpoint, which writes the stage
-          // first), and simpler than cutting a run: write it out now.
-          this.writeBackDeferred();
-          break;
-        }
-      }
-    }
     if (!this.#dirtyOverflow && this.#dirtyWrites.size > 0) {
       if (nlb < this.#dirtyWrites.size) for (let lba = slba; lba < end; lba++) this.#dirtyWrites.delete(lba);
       else for (const lba of this.#dirtyWrites.keys()) if (lba >= slba && lba < end) this.#dirtyWrites.delete(lba);
@@ -758,7 +671,6 @@ export class Clone {
       this.#payloadCopies = new Map();
       this.#dirtyOverflow = false;
       this.#dropDeferred();
-      this.#dropStage();
       this.#pendingFree = [];
       this.#free = [];
       if (this.#dataFd >= 0) fs.ftruncateSync(this.#dataFd, 0);
@@ -779,7 +691,6 @@ export class Clone {
     this.closed = true;
     await this.#flushTail.catch(() => {});
     this.#dropDeferred();
-    this.#dropStage();
     this.#closeFd();
     await rm(this.dir, { recursive: true, force: true });
     this.#host.releaseBlocks(this.dataBlocks);
@@ -790,7 +701,6 @@ export class Clone {
   close(): void {
     this.closed = true;
     this.#dropDeferred();
-    this.#dropStage();
     this.#closeFd();
   }
 

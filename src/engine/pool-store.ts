@@ -54,7 +54,7 @@ export class PoolStore implements CloneHost {
   #statfsAt = 0;
   #statfsFree = Infinity;
   #blocksSinceStatfs = 0;
-  /** Deferred and staged clone blocks: reserved here, maybe not yet allocated by the file system. */
+  /** Deferred clone blocks: reserved here, maybe not yet allocated by the file system. */
   #deferredBlocks = 0;
   /** #deferredBlocks when statfs was last read: statfs does not count them yet. */
   #deferredAtStatfs = 0;
@@ -111,7 +111,7 @@ export class PoolStore implements CloneHost {
     this.#deferredBlocks += delta;
   }
 
-  /** Clone blocks held in memory for a later write to their data files (see Clone: deferred and staged blocks). */
+  /** Clone blocks held in memory for a later write to their data files (see Clone: deferred blocks). */
   get deferredBlocks(): number {
     return this.#deferredBlocks;
   }
