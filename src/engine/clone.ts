@@ -27,13 +27,15 @@ import { MAX_BLOCK } from './block-table.ts';
 import { pushZeroes, sliceChunks, takeBlockCopy, takeBuffer, totalLength } from './buffers.ts';
 import { CloneClosedError, CloneFailedError, IoError, LbaOutOfRangeError, OutOfSpaceError } from './errors.ts';
 import { fdatasync, fsyncDir } from './fs-callbacks.ts';
-import { encodeRecord, RECORD_FLAG_DATA_SYNCED, RECORD_TYPE_MAP, RECORD_TYPE_RESET, type MapEntry } from './journal-record.ts';
+import { encodeRecord, encodeRecordInto, RECORD_FLAG_DATA_SYNCED, RECORD_TYPE_MAP, RECORD_TYPE_RESET, uuidBytes, type MapEntry } from './journal-record.ts';
 import type { ReplicaCache } from './replica-cache.ts';
 import type { ReplicaImage } from './replica-image.ts';
 import { QosLimiter, type QosLimits } from './token-bucket.ts';
 
 /** Flushes with at most this many dirty blocks journal their payloads instead of syncing the data file. */
 export const PAYLOAD_FLUSH_LIMIT_BLOCKS = 32;
+
+const EMPTY = Buffer.alloc(0);
 
 /** What a clone needs from its storage pool. */
 export interface CloneHost {
@@ -93,6 +95,10 @@ export class Clone {
    * per write on the random-write path). #dirtyWrites and #payloadCopies stay empty while it is set.
    */
   #dirtyOverflow = false;
+  #spareWrites: Map<number, number> | undefined;
+  #spareCopies: Map<number, Buffer> | undefined;
+  /** The clone id as the journal stores it (16 bytes). */
+  #idBytes: Buffer;
   /**
    * Deferred blocks (see the top of this file): block number -> its latest data, not yet in the data
    * file. Copies are never changed after they are made (a journal write may still be sending one).
@@ -114,6 +120,7 @@ export class Clone {
     this.sizeBytes = sizeBytes;
     this.capacityBlocks = Math.floor(sizeBytes / BLOCK_SIZE_BYTES);
     this.qos = new QosLimiter(qos);
+    this.#idBytes = uuidBytes(id);
   }
 
   get dir(): string {
@@ -437,8 +444,12 @@ export class Clone {
       return undefined;
     }
     const copy = takeBlockCopy(BLOCK_SIZE_BYTES);
-    let at = 0;
-    for (const v of sliceChunks(list, offset, BLOCK_SIZE_BYTES)) at += v.copy(copy, at);
+    if (offset === 0 && list[0].length === BLOCK_SIZE_BYTES) {
+      copy.set(list[0]);
+    } else {
+      let at = 0;
+      for (const v of sliceChunks(list, offset, BLOCK_SIZE_BYTES)) at += v.copy(copy, at);
+    }
     this.#payloadCopies.set(lba, copy);
     return copy;
   }
@@ -561,30 +572,52 @@ export class Clone {
 
   /** Resolves when every write completed before the call is durable. */
   flush(): Promise<void> {
-    const p = this.#flushTail.then(() => this.#flushOnce());
-    this.#flushTail = p.catch(() => {});
+    return this.#inFlushOrder(this.#flushOnce);
+  }
+
+  /**
+   * Runs `step` after every flush and reset issued before it. With none pending it starts at once: a
+   * flush storm calls this once per clone, and each promise and closure less is less work for the GC.
+   */
+  #inFlushOrder(step: () => Promise<void>): Promise<void> {
+    const p = this.#flushChainLength === 0 ? step() : this.#flushTail.then(step);
+    this.#flushChainLength++;
+    this.#flushTail = p.then(this.#flushStepSettled, this.#flushStepSettled);
     return p;
   }
+
+  #flushChainLength = 0;
+  #flushStepSettled = (): void => {
+    this.#flushChainLength--;
+  };
 
   get dirty(): boolean {
     return this.#mapOps.length > 0 || this.#dirtyWrites.size > 0 || this.#dirtyOverflow;
   }
 
-  async #flushOnce(): Promise<void> {
+  #flushOnce = async (): Promise<void> => {
     if (this.closed || !this.dirty) return;
     const ops = this.#mapOps;
+    const opsLength = ops.length;
     const writes = this.#dirtyWrites;
     const copies = this.#payloadCopies;
     const overflow = this.#dirtyOverflow;
     const freed = this.#pendingFree;
     this.#mapOps = [];
-    this.#dirtyWrites = new Map();
-    if (copies.size > 0) this.#payloadCopies = new Map();
+    // The maps of the last successful flush, emptied, are reused (fewer allocations per flush).
+    this.#dirtyWrites = this.#spareWrites ?? new Map();
+    this.#spareWrites = undefined;
+    const copiesTaken = copies.size > 0;
+    if (copiesTaken) {
+      this.#payloadCopies = this.#spareCopies ?? new Map();
+      this.#spareCopies = undefined;
+    }
     this.#dirtyOverflow = false;
     this.#pendingFree = [];
     const lsn = ++this.lsn;
-    const payloadEntries: MapEntry[] = [];
-    const payloads: Buffer[] = [];
+    // buffers[0] is the record's header (filled in by encodeRecord); payloads follow. The payload
+    // entries follow the map operations in `ops`.
+    const buffers: Buffer[] = [EMPTY];
     let flags = 0;
     try {
       if (!overflow && writes.size <= PAYLOAD_FLUSH_LIMIT_BLOCKS) {
@@ -595,8 +628,8 @@ export class Clone {
             buf = takeBuffer(BLOCK_SIZE_BYTES);
             this.#readData(buf, p);
           }
-          payloadEntries.push({ lba, n: 1, value: p });
-          payloads.push(buf);
+          ops.push({ lba, n: 1, value: p });
+          buffers.push(buf);
         }
       } else {
         // A data-synced record promises recovery that the data file holds every block at least as new
@@ -607,11 +640,12 @@ export class Clone {
         // (an in-place overwrite, or a block freed and reused, would go back to stale data).
         flags = RECORD_FLAG_DATA_SYNCED;
       }
-      const { buffers, length } = encodeRecord(RECORD_TYPE_MAP, lsn, this.id, [...ops, ...payloadEntries], payloads, flags);
+      const length = encodeRecordInto(buffers, RECORD_TYPE_MAP, lsn, this.#idBytes, ops, buffers.length - 1, flags);
       const journal = await this.#host.appendRecord(buffers, length);
       this.journalRefs.add(journal);
     } catch (err) {
       // Nothing of this flush is known durable: keep its changes dirty so the next flush retries them.
+      ops.length = opsLength;
       this.#mapOps = ops.concat(this.#mapOps);
       if (overflow || this.#dirtyOverflow) {
         this.#dirtyOverflow = true;
@@ -630,8 +664,14 @@ export class Clone {
       throw new IoError(`flush of clone ${this.id} failed: ${(err as Error).message}`, { cause: err });
     }
     for (const p of freed) this.#free.push(p);
+    writes.clear();
+    this.#spareWrites = writes;
+    if (copiesTaken) {
+      copies.clear();
+      this.#spareCopies = copies;
+    }
     this.stats.flushes++;
-  }
+  };
 
   /** fdatasync of the data file, and of the directories the first time. */
   async syncData(): Promise<void> {
@@ -652,7 +692,7 @@ export class Clone {
     // The reset runs in the flush chain: flushes issued after it wait for it. Otherwise such a flush could
     // journal the pre-reset map changes after the RESET record (replay would resurrect dropped blocks, or
     // map blocks the reset truncated away) and hand pre-reset block numbers to the free list.
-    const run = this.#flushTail.then(async () => {
+    const run = this.#inFlushOrder(async () => {
       const lsn = ++this.lsn;
       const { buffers, length } = encodeRecord(RECORD_TYPE_RESET, lsn, this.id, [], []);
       // Until the map is cleared, a checkpoint must not claim this LSN (see snapshotForCheckpoint).
@@ -677,7 +717,6 @@ export class Clone {
       this.#host.releaseBlocks(this.dataBlocks);
       this.dataBlocks = 0;
     });
-    this.#flushTail = run.catch(() => {});
     this.#gate = run.finally(() => {
       if (this.#gate === gate) this.#gate = undefined;
     });

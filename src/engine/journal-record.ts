@@ -50,6 +50,13 @@ export function uuidToBytes(id: string, out: Buffer, offset: number): void {
   bytes.copy(out, offset);
 }
 
+/** The 16 bytes of a UUID string, as records store it (a clone keeps its own; see uuidToBytes). */
+export function uuidBytes(id: string): Buffer {
+  const out = Buffer.alloc(16);
+  uuidToBytes(id, out, 0);
+  return out;
+}
+
 /** Shared zero padding (a record's padding is at most 7 bytes). */
 const PAD = Buffer.alloc(8);
 
@@ -65,7 +72,7 @@ function pad8(n: number): number {
 /**
  * Encodes a record as a gather list: [header+entries, ...payload views, padding]. The payload views are
  * not copied. The epoch and CRC are filled in by sealRecord when the journal knows which file (epoch)
- * the record goes to.
+ * the record goes to. Payload blocks belong to the last payloads.length entries.
  */
 export function encodeRecord(
   type: number,
@@ -75,8 +82,27 @@ export function encodeRecord(
   payloads: Buffer[],
   flags = 0,
 ): { buffers: Buffer[]; length: number } {
+  const buffers: Buffer[] = [PAD.subarray(0, 0), ...payloads];
+  const length = encodeRecordInto(buffers, type, lsn, uuidBytes(cloneId), entries, payloads.length, flags);
+  return { buffers, length };
+}
+
+/**
+ * encodeRecord for the flush path, without intermediate arrays: `buffers` holds a placeholder at index 0
+ * (replaced by the header) followed by the last `payloadCount` entries' payload blocks; padding is pushed
+ * when needed. Returns the record's length.
+ */
+export function encodeRecordInto(
+  buffers: Buffer[],
+  type: number,
+  lsn: number,
+  idBytes: Buffer,
+  entries: readonly MapEntry[],
+  payloadCount: number,
+  flags = 0,
+): number {
   const headLength = RECORD_HEADER_BYTES + entries.length * ENTRY_BYTES;
-  const rawLength = headLength + payloads.length * BLOCK_SIZE_BYTES;
+  const rawLength = headLength + payloadCount * BLOCK_SIZE_BYTES;
   const length = pad8(rawLength);
   // allocUnsafe takes small headers from Node's pool instead of a new zeroed ArrayBuffer each; every
   // byte is written below (the 56-byte header zeroed first, then every entry).
@@ -84,11 +110,11 @@ export function encodeRecord(
   head.fill(0, 0, RECORD_HEADER_BYTES);
   head.writeUInt32LE(length, 4);
   head.writeDoubleLE(lsn, 16);
-  uuidToBytes(cloneId, head, 24);
+  idBytes.copy(head, 24);
   head.writeUInt16LE(type, 40);
   head.writeUInt16LE(flags, 42);
   head.writeUInt32LE(entries.length, 44);
-  head.writeUInt32LE(payloads.length, 48);
+  head.writeUInt32LE(payloadCount, 48);
   let off = RECORD_HEADER_BYTES;
   for (const e of entries) {
     head.writeDoubleLE(e.lba, off);
@@ -96,9 +122,9 @@ export function encodeRecord(
     head.writeDoubleLE(e.value, off + 16);
     off += ENTRY_BYTES;
   }
-  const buffers: Buffer[] = [head, ...payloads];
+  buffers[0] = head;
   if (length > rawLength) buffers.push(PAD.subarray(0, length - rawLength));
-  return { buffers, length };
+  return length;
 }
 
 /** Stamps the epoch of the journal file the record is written to and its CRC over everything but the CRC. */
