@@ -34,16 +34,32 @@ function kv(obj: Record<string, unknown>): string {
     .join('\n');
 }
 
-/** Runs a job to its end with a progress bar; the exit code says whether it succeeded. */
-async function followJob(ctx: Ctx, job: { id: string; kind: string }, extra?: unknown): Promise<number> {
+/**
+ * Runs a job to its end with a progress bar; the exit code says whether it succeeded. `extra` holds the
+ * resources the request returned ({pool}, {replica}); after waiting, `refetch` reads them again so that
+ * --json shows their state after the job, not the snapshot from before it (the snapshot stays if the
+ * resource is gone, e.g. after a rolled-back create).
+ */
+async function followJob(ctx: Ctx, job: { id: string; kind: string }, extra?: Record<string, unknown>, refetch?: () => Promise<Record<string, unknown>>): Promise<number> {
   if (!ctx.wait) {
-    print(ctx, { ...((extra as object) ?? {}), job }, () => `queued job ${job.id} (${job.kind})`);
+    print(ctx, { ...(extra ?? {}), job }, () => `queued job ${job.id} (${job.kind})`);
     return 0;
   }
   const bar = new ProgressBar(job.kind);
   const done = await ctx.api.waitForJob(job.id, (d, t, phase) => bar.update(d, t, phase));
   bar.end();
-  print(ctx, { ...((extra as object) ?? {}), job: done }, () => `job ${done.id} ${done.state}${done.error ? `: ${done.error.code}: ${done.error.message}` : ''}`);
+  let after = extra ?? {};
+  if (refetch) after = await refetch().catch(() => after);
+  const results: Array<{ item: string; status: string; error?: string }> = done.results ?? [];
+  const failed = results.filter((r) => r.status === 'failed');
+  const skipped = results.filter((r) => r.status === 'skipped').length;
+  print(ctx, { ...after, job: done }, () => {
+    const lines = [`job ${done.id} ${done.state}${done.error ? `: ${done.error.code}: ${done.error.message}` : ''}`];
+    // A job can succeed while some of its items failed (e.g. desktops whose attach hook failed).
+    if (failed.length) lines.push(`${failed.length} item(s) failed:`, ...failed.slice(0, 10).map((r) => `  ${r.item}: ${r.error ?? 'failed'}`), ...(failed.length > 10 ? [`  … and ${failed.length - 10} more (thicket jobs show ${done.id})`] : []));
+    if (skipped) lines.push(`${skipped} item(s) skipped`);
+    return lines.join('\n');
+  });
   return done.state === 'succeeded' ? 0 : 1;
 }
 
@@ -144,7 +160,7 @@ const COMMANDS: Record<string, Command> = {
   'replicas promote': { usage: 'replicas promote VERSION_ID STORAGE_POOL_ID [--no-wait]', summary: 'promote a version to a read-only replica', async run(ctx, a) {
     need(a, 2, this.usage);
     const r = await ctx.api.request('POST', '/api/v1/replicas', { templateVersionId: a[0], storagePoolId: a[1] });
-    return followJob(ctx, r.job, { replica: r.replica });
+    return followJob(ctx, r.job, { replica: r.replica }, async () => ({ replica: await ctx.api.request('GET', `/api/v1/replicas/${r.replica.id}`) }));
   } },
   'replicas show': { usage: 'replicas show ID', summary: 'one replica', async run(ctx, a) {
     need(a, 1, this.usage);
@@ -287,7 +303,7 @@ const COMMANDS: Record<string, Command> = {
   } },
   'pools list': { usage: 'pools list', summary: 'list desktop pools', async run(ctx) {
     const rows = await ctx.api.request('GET', '/api/v1/desktop-pools');
-    list(['id', 'name', 'state', 'size', 'available', 'inUse', 'saved'])(ctx, ctx.json ? rows : rows.map((p: any) => ({ ...p, available: p.desktops.available, inUse: p.desktops['in-use'], saved: formatBytes(p.space.savedBytes) })));
+    list(['id', 'name', 'state', 'size', 'available', 'inUse', 'failed', 'saved'])(ctx, ctx.json ? rows : rows.map((p: any) => ({ ...p, available: p.desktops.available, inUse: p.desktops['in-use'], failed: p.desktops.failed ?? 0, saved: formatBytes(p.space.savedBytes) })));
     return 0;
   } },
   'pools create': { usage: 'pools create NAME --replica ID --storage-pool ID --size N --pattern PATTERN [--hosts ID,ID] [--grace SECONDS] [--no-wait]', summary: 'create a desktop pool in one burst', options: { replica: { type: 'string' }, 'storage-pool': { type: 'string' }, size: { type: 'string' }, pattern: { type: 'string' }, hosts: { type: 'string' }, grace: { type: 'string' } }, async run(ctx, a, o) {
@@ -302,12 +318,12 @@ const COMMANDS: Record<string, Command> = {
       hostIds: o.hosts ? String(o.hosts).split(',') : [],
       ...(o.grace ? { refreshGraceSeconds: Number(o.grace) } : {}),
     });
-    return followJob(ctx, r.job, { pool: r.pool });
+    return followJob(ctx, r.job, { pool: r.pool }, async () => ({ pool: await ctx.api.request('GET', `/api/v1/desktop-pools/${r.pool.id}`) }));
   } },
   'pools show': { usage: 'pools show ID', summary: 'one desktop pool', async run(ctx, a) {
     need(a, 1, this.usage);
     const p = await ctx.api.request('GET', `/api/v1/desktop-pools/${a[0]}`);
-    print(ctx, p, () => kv({ id: p.id, name: p.name, state: p.state, size: p.size, replica: p.replicaId, desktops: p.desktops, unique: formatBytes(p.space.uniqueBytes), saved: formatBytes(p.space.savedBytes) }));
+    print(ctx, p, () => kv({ id: p.id, name: p.name, state: p.state, size: p.size, replica: p.replicaId, desktops: p.desktops, unique: formatBytes(p.space.uniqueBytes), saved: formatBytes(p.space.savedBytes), ...(p.error ? { error: p.error } : {}) }));
     return 0;
   } },
   'pools desktops': { usage: 'pools desktops ID', summary: 'the desktops of a pool', async run(ctx, a) {
@@ -318,7 +334,7 @@ const COMMANDS: Record<string, Command> = {
   'pools resize': { usage: 'pools resize ID SIZE [--force] [--no-wait]', summary: 'grow or shrink a pool', options: { force: { type: 'boolean' } }, async run(ctx, a, o) {
     need(a, 2, this.usage);
     const r = await ctx.api.request('PATCH', `/api/v1/desktop-pools/${a[0]}`, { size: Number(a[1]), ...(o.force ? { force: true } : {}) });
-    return followJob(ctx, r.job, { pool: r.pool });
+    return followJob(ctx, r.job, { pool: r.pool }, async () => ({ pool: await ctx.api.request('GET', `/api/v1/desktop-pools/${r.pool.id}`) }));
   } },
   'pools refresh': { usage: 'pools refresh ID [--desktops A,B] [--force] [--no-wait]', summary: 'reset desktops to the replica', options: { desktops: { type: 'string' }, force: { type: 'boolean' } }, async run(ctx, a, o) {
     need(a, 1, this.usage);

@@ -90,6 +90,9 @@ describe('web UI in Chromium', () => {
     await page.getByLabel('Storage pool').selectOption(fast.id);
     await page.getByRole('button', { name: 'Promote' }).click();
     await expect.poll(() => page.locator('tbody tr').filter({ hasText: 'win11-golden v1' }).locator('.badge').textContent(), { timeout: 60_000 }).toBe('ready');
+    // With a replica row (and its move menu) on the page, the promote form's fields stay the only matches.
+    for (const label of ['Template version', 'Storage pool']) expect(await page.getByLabel(label).count(), label).toBe(1);
+    expect(await page.getByRole('button', { name: 'Delete', exact: true }).count()).toBe(1);
     await screenshot(page, '04-replicas');
   });
 
@@ -157,7 +160,7 @@ describe('web UI in Chromium', () => {
 
   it('refuses to delete the replica and names the pool that holds it', async () => {
     await page.getByRole('link', { name: 'Replicas' }).click();
-    await page.getByRole('button', { name: 'Delete win11-golden v1' }).click();
+    await page.getByRole('row', { name: /win11-golden v1/ }).getByRole('button', { name: 'Delete', exact: true }).click();
     const alert = page.getByRole('alert');
     await expect.poll(() => alert.textContent()).toContain('desktop pool(s) lab');
     expect(await alert.getByRole('link', { name: 'lab' }).getAttribute('href')).toBe(`/pools/${poolId}`);
@@ -165,7 +168,16 @@ describe('web UI in Chromium', () => {
   });
 
   it('deletes the pool after confirmation', async () => {
+    // A second tab on the same pool page learns of the deletion from the event stream.
+    const other = await page.context().newPage();
+    await other.goto(`/pools/${poolId}`);
+    await expect.poll(() => other.getByRole('progressbar').isVisible()).toBe(true);
     await page.goto(`/pools/${poolId}`);
+    // Escape cancels and gives the keyboard focus back to the button that opened the dialog.
+    await page.getByRole('button', { name: 'Delete', exact: true }).click();
+    await expect.poll(() => page.getByRole('dialog').isVisible()).toBe(true);
+    await page.keyboard.press('Escape');
+    await expect.poll(() => page.evaluate(() => document.activeElement?.textContent?.trim())).toBe('Delete');
     await page.getByRole('button', { name: 'Delete', exact: true }).click();
     const dialog = page.getByRole('dialog');
     await expect.poll(() => dialog.isVisible()).toBe(true);
@@ -177,6 +189,9 @@ describe('web UI in Chromium', () => {
     await expect.poll(async () => (await t.json('GET', `/api/v1/desktop-pools/${poolId}`)).status, { timeout: 60_000 }).toBe(404);
     await expect.poll(() => page.getByRole('link', { name: 'lab' }).count()).toBe(0);
     await screenshot(page, '10-pools-after-delete');
+    await expect.poll(() => other.getByRole('status').filter({ hasText: 'has been deleted' }).isVisible(), { timeout: 30_000 }).toBe(true);
+    expect(await other.getByRole('button', { name: 'Refresh' }).count()).toBe(0);
+    await other.close();
   });
 
   it('shows hosts and jobs pages: adds and removes a host, lists jobs with their results', async () => {
@@ -186,7 +201,7 @@ describe('web UI in Chromium', () => {
     await page.getByRole('button', { name: 'Add host' }).click();
     await expect.poll(() => page.getByRole('cell', { name: 'hv-01', exact: true }).isVisible()).toBe(true);
     await screenshot(page, '11-hosts');
-    await page.getByRole('button', { name: 'Remove host hv-01' }).click();
+    await page.getByRole('row', { name: /hv-01/ }).getByRole('button', { name: 'Remove', exact: true }).click();
     await expect.poll(() => page.getByRole('cell', { name: 'hv-01', exact: true }).count()).toBe(0);
     // A hypervisor reached over SSH: the key is tested, its fingerprint shown and then pinned.
     const sshd = await startSshd();
@@ -200,13 +215,13 @@ describe('web UI in Chromium', () => {
       await page.getByLabel('Private key').fill(sshd.clientKey);
       await page.getByRole('button', { name: 'Add host' }).click();
       await expect.poll(() => page.getByRole('cell', { name: 'not pinned' }).count()).toBe(1);
-      await page.getByRole('button', { name: 'Test host hv-ssh' }).click();
+      await page.getByRole('row', { name: /hv-ssh/ }).getByRole('button', { name: 'Test', exact: true }).click();
       const report = page.getByRole('region', { name: 'Test of hv-ssh' });
       await expect.poll(() => report.textContent(), { timeout: 20_000 }).toContain(sshd.hostKeyFingerprint);
       await screenshot(page, '11b-host-test');
       await report.getByRole('button', { name: 'Trust this key' }).click();
       await expect.poll(() => page.getByRole('cell', { name: sshd.hostKeyFingerprint }).count()).toBe(1);
-      await page.getByRole('button', { name: 'Remove host hv-ssh' }).click();
+      await page.getByRole('row', { name: /hv-ssh/ }).getByRole('button', { name: 'Remove', exact: true }).click();
       await expect.poll(() => page.getByRole('cell', { name: 'hv-ssh', exact: true }).count()).toBe(0);
     } finally {
       await sshd.stop();

@@ -49,6 +49,7 @@ describe('thicket CLI', () => {
     expect(v).toMatchObject({ version: 1, sizeBytes: 3 * 1024 * 1024 + 4096, format: 'raw' });
     const promoted = await json('replicas', 'promote', v.id, ids.capacity);
     expect(promoted.job.state).toBe('succeeded');
+    expect(promoted.replica.state).toBe('ready'); // read again after the job, not the 'creating' snapshot
     ids.replica = promoted.replica.id;
     expect((await json('replicas', 'show', ids.replica)).state).toBe('ready');
     const clone = await json('clones', 'create', ids.replica, ids.fast, 'cli-clone', '--iops', '100');
@@ -80,11 +81,14 @@ describe('thicket CLI', () => {
   it('runs desktop pools and jobs, and exits 1 when a job fails', async () => {
     const created = await json('pools', 'create', 'cli-pool', '--replica', ids.replica, '--storage-pool', ids.fast, '--size', '5', '--pattern', 'd-{n:00}', '--hosts', ids.host);
     expect(created.job.state).toBe('succeeded');
+    expect(created.pool.desktops.total).toBe(5);
     const poolId = created.pool.id;
     expect((await json('pools', 'desktops', poolId)).map((d: any) => d.name)).toEqual(['d-01', 'd-02', 'd-03', 'd-04', 'd-05']);
     expect((await json('pools', 'state', poolId, 'd-01', 'in-use')).state).toBe('in-use');
     expect((await json('pools', 'refresh', poolId)).job.state).toBe('succeeded');
-    expect((await json('pools', 'resize', poolId, '3')).job.state).toBe('succeeded');
+    const resized = await json('pools', 'resize', poolId, '3');
+    expect(resized.job.state).toBe('succeeded');
+    expect(resized.pool.desktops.total).toBe(3);
     expect((await json('pools', 'show', poolId)).size).toBe(3);
     expect((await json('jobs', 'list')).length).toBeGreaterThan(0);
     const failedPool = await cli('pools', 'create', 'cli-pool', '--replica', ids.replica, '--storage-pool', ids.fast, '--size', '1', '--pattern', 'x-{n}', '--json');

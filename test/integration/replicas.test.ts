@@ -1,7 +1,7 @@
 // Replicas through the HTTP API on both databases: promotion to a sparse, read-only, checksummed file;
 // verification (and corruption detection); moves between pools; deletion refused while clones reference
 // the replica; cancellation of a promotion; and every kind of bad input.
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { chmod, open, readdir, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -336,7 +336,7 @@ describe.each(DATABASE_KINDS)('replicas (%s)', (kind) => {
         error: {
           code: 'REPLICA_IN_USE',
           message: expect.any(String),
-          details: { clones: [{ id: clone.id, name: cloneName }] },
+          details: { clones: [{ id: clone.id, name: cloneName }], cloneCount: 1 },
         },
       });
       expect((await t.json('GET', `/api/v1/replicas/${replica.id}`)).body.state).toBe('ready');
@@ -346,6 +346,23 @@ describe.each(DATABASE_KINDS)('replicas (%s)', (kind) => {
       const poolDelete = await t.json('DELETE', `/api/v1/storage-pools/${pools.fast.id}`);
       expect(poolDelete.status).toBe(409);
       expect(poolDelete.body.error.code).toBe('STORAGE_POOL_IN_USE');
+
+      // Past the 1,000 clones the refusal lists by name, the message and cloneCount still count them all.
+      const many = Array.from({ length: 1004 }, (_, i) => ({
+        id: randomUUID(),
+        name: `${cloneName}-${String(i).padStart(4, '0')}`,
+        replica_id: replica.id,
+        storage_pool_id: replica.storagePoolId,
+        size_bytes: replica.sizeBytes,
+        state: 'ready' as const,
+      }));
+      await withDirectDb(t, (db) => db.insertInto('clones').values(many).execute());
+      const crowded = await t.json('DELETE', `/api/v1/replicas/${replica.id}`);
+      expect(crowded.status).toBe(409);
+      expect(crowded.body.error.details.cloneCount).toBe(1005);
+      expect(crowded.body.error.details.clones).toHaveLength(1000);
+      expect(crowded.body.error.message).toContain('1005 clone(s)');
+      await withDirectDb(t, (db) => db.deleteFrom('clones').where('id', 'in', many.map((c) => c.id)).execute());
 
       await withDirectDb(t, (db) => db.deleteFrom('clones').where('id', '=', clone.id).execute());
       const ok = await t.api(`/api/v1/replicas/${replica.id}`, { method: 'DELETE' });

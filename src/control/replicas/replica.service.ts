@@ -156,13 +156,13 @@ export class ReplicaService {
         const replica = await this.#lockIdle(trx, id);
         const clones = await this.#replicas.clonesOf(trx, id);
         const desktopPools = await this.#replicas.desktopPoolsOf(trx, id);
-        if (clones.length > 0 || desktopPools.length > 0) throw replicaInUse(id, clones, desktopPools);
+        if (clones.length > 0 || desktopPools.length > 0) throw replicaInUse(id, clones, await this.#replicas.cloneCountOf(trx, id), desktopPools);
         poolPath = (await this.#pools.get(trx, replica.storage_pool_id))?.path;
         await this.#replicas.delete(trx, id);
       });
     } catch (err) {
       if (isForeignKeyViolation(err)) {
-        throw replicaInUse(id, await this.#replicas.clonesOf(this.#db, id), await this.#replicas.desktopPoolsOf(this.#db, id));
+        throw replicaInUse(id, await this.#replicas.clonesOf(this.#db, id), await this.#replicas.cloneCountOf(this.#db, id), await this.#replicas.desktopPoolsOf(this.#db, id));
       }
       throw err;
     }
@@ -211,11 +211,14 @@ export class ReplicaService {
   }
 }
 
-/** The refusal names what holds the replica, so an operator knows what to delete or recompose first. */
-function replicaInUse(id: string, clones: Array<{ id: string; name: string }>, desktopPools: Array<{ id: string; name: string }>): AppError {
+/**
+ * The refusal names what holds the replica, so an operator knows what to delete or recompose first.
+ * details.clones lists at most the first 1,000 clones by name; details.cloneCount counts them all.
+ */
+function replicaInUse(id: string, clones: Array<{ id: string; name: string }>, cloneCount: number, desktopPools: Array<{ id: string; name: string }>): AppError {
   const holders: string[] = [];
   if (desktopPools.length) holders.push(`desktop pool(s) ${desktopPools.map((p) => p.name).join(', ')}`);
-  if (clones.length) holders.push(`${clones.length} clone(s)`);
+  if (cloneCount) holders.push(`${cloneCount} clone(s)`);
   // details keeps the documented {clones} shape; desktopPools is added only when there are some.
-  return new AppError('REPLICA_IN_USE', `replica ${id} is held by ${holders.join(' and ')}; delete or recompose them first`, desktopPools.length ? { clones, desktopPools } : { clones });
+  return new AppError('REPLICA_IN_USE', `replica ${id} is held by ${holders.join(' and ')}; delete or recompose them first`, desktopPools.length ? { clones, cloneCount, desktopPools } : { clones, cloneCount });
 }

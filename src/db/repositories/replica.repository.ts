@@ -47,6 +47,11 @@ export class ReplicaRepository {
     return Number(r.numDeletedRows) > 0;
   }
 
+  async cloneCountOf(db: Executor, replicaId: string): Promise<number> {
+    const r = await db.selectFrom('clones').select((eb) => eb.fn.countAll<string>().as('n')).where('replica_id', '=', replicaId).executeTakeFirstOrThrow();
+    return Number(r.n);
+  }
+
   clonesOf(db: Executor, replicaId: string, limit = 1000): Promise<Array<{ id: string; name: string }>> {
     return db.selectFrom('clones').select(['id', 'name']).where('replica_id', '=', replicaId).orderBy('name').limit(limit).execute();
   }

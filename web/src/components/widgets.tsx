@@ -87,17 +87,26 @@ export function Field(props: { label: string; children: ComponentChildren; hint?
  * the rest of the page is inert while it is open. It exists only while open, so a closed one never
  * shares a label or a button name with the page.
  */
-export function ConfirmDialog(props: { open: boolean; title: string; message: ComponentChildren; confirmLabel: string; onConfirm: () => void; onCancel: () => void }) {
+/**
+ * A modal confirmation. `returnFocusId`: the id of the button that opened it. Pages hide that button while
+ * the dialog is open (one "Delete" at a time), so on closing focus goes back to it by id once it is
+ * rendered again; a keyboard user continues where they were.
+ */
+export function ConfirmDialog(props: { open: boolean; title: string; message: ComponentChildren; confirmLabel: string; onConfirm: () => void; onCancel: () => void; returnFocusId?: string }) {
   if (!props.open) return null;
   return <OpenDialog {...props} />;
 }
 
-function OpenDialog(props: { title: string; message: ComponentChildren; confirmLabel: string; onConfirm: () => void; onCancel: () => void }) {
+function OpenDialog(props: { title: string; message: ComponentChildren; confirmLabel: string; onConfirm: () => void; onCancel: () => void; returnFocusId?: string }) {
   const ref = useRef<HTMLDialogElement>(null);
+  const returnFocusId = props.returnFocusId;
   useEffect(() => {
     const d = ref.current;
     if (d && !d.open) d.showModal();
-    return () => d?.close();
+    return () => {
+      d?.close();
+      if (returnFocusId) setTimeout(() => document.getElementById(returnFocusId)?.focus(), 0);
+    };
   }, []);
   return (
     <dialog ref={ref} class="confirm" aria-labelledby="confirm-title" onCancel={(e) => { e.preventDefault(); props.onCancel(); }}>

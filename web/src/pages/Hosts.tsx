@@ -139,14 +139,13 @@ export function Hosts() {
                   {h.ssh ? (
                     <button
                       type="button"
-                      aria-label={`Test host ${h.name}`}
                       disabled={act.busy}
                       onClick={() => void act.run(async () => setProbes({ ...probes, [h.id]: await api<HostProbe>('POST', `/hosts/${h.id}/test`) }))}
                     >
                       Test
                     </button>
                   ) : null}
-                  <button type="button" class="danger" aria-label={`Remove host ${h.name}`} onClick={() => void act.run(async () => {
+                  <button type="button" class="danger" onClick={() => void act.run(async () => {
                       await api('DELETE', `/hosts/${h.id}`);
                       hosts.reload();
                     })}>

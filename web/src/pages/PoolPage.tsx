@@ -166,6 +166,15 @@ export function PoolPage(props: { id: string }) {
   const [replicaId, setReplicaId] = useState('');
   const [confirmDelete, setConfirmDelete] = useState(false);
   const [notice, setNotice] = useState<string | undefined>();
+  // Deleted while open (here or elsewhere): say so instead of showing the last loaded state.
+  const [deleted, setDeleted] = useState(false);
+  useEffect(
+    () =>
+      events.subscribe((e) => {
+        if (e.type === 'desktop-pool.deleted' && e.poolId === props.id) setDeleted(true);
+      }),
+    [props.id],
+  );
 
   // When a job of this pool ends, desktops may have come or gone: reload the list once.
   const lastJobState = useRef<string | undefined>(undefined);
@@ -176,6 +185,17 @@ export function PoolPage(props: { id: string }) {
   }, [job.latest?.id, job.latest?.state]);
 
   const p = pool.data;
+  if (deleted) {
+    return (
+      <section>
+        <p>
+          <a href="/pools">← Desktop pools</a>
+        </p>
+        <h1>Desktop pool {p?.name ?? ''}</h1>
+        <p role="status">This desktop pool has been deleted.</p>
+      </section>
+    );
+  }
   if (!p) {
     return (
       <section>
@@ -233,7 +253,9 @@ export function PoolPage(props: { id: string }) {
       </dl>
 
       <h2>Desktops</h2>
-      <ProgressBar label="Desktops available" value={counts.available} max={targetSize} text={`${counts.available} of ${targetSize} available`} />
+      {/* While a shrink runs, more desktops can be available than the size asked for: the bar's maximum
+          never drops below its value. */}
+      <ProgressBar label="Desktops available" value={counts.available} max={Math.max(targetSize, counts.available)} text={`${counts.available} of ${Math.max(targetSize, counts.available)} available`} />
       {running ? (
         <p class="muted" role="status">
           {running.kind.replace('desktop-pool.', '')}: {running.phase || running.state} {running.progress.done}/{running.progress.total}
@@ -297,7 +319,7 @@ export function PoolPage(props: { id: string }) {
         </button>
         {/* Hidden while its confirmation is open, so "Delete" names one button at a time. */}
         {confirmDelete ? null : (
-          <button type="button" class="danger" disabled={act.busy} onClick={() => setConfirmDelete(true)}>
+          <button type="button" id="delete-pool" class="danger" disabled={act.busy} onClick={() => setConfirmDelete(true)}>
             Delete
           </button>
         )}
@@ -333,6 +355,7 @@ export function PoolPage(props: { id: string }) {
 
       <ConfirmDialog
         open={confirmDelete}
+        returnFocusId="delete-pool"
         title={`Delete pool ${p.name}?`}
         message={<p>All {live.model.names.length} desktops of {p.name} and their clones will be deleted. This cannot be undone.</p>}
         confirmLabel="Delete"

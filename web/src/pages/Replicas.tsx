@@ -8,6 +8,7 @@ import type { Replica, StoragePool, Template } from '../types.ts';
 interface Holders {
   desktopPools?: Array<{ id: string; name: string }>;
   clones: Array<{ id: string; name: string }>;
+  cloneCount?: number;
 }
 
 function PromoteForm(props: { templates: Template[]; pools: StoragePool[] }) {
@@ -69,9 +70,9 @@ function ReplicaRow(props: { r: Replica; pools: StoragePool[]; onDelete: (r: Rep
       <td>{r.cloneCount}</td>
       <td>{when(r.createdAt)}</td>
       <td class="actions">
-        <label class="inline">
-          <span class="sr-only">Move {label} to</span>
-          <select value={target} onChange={(e) => setTarget(e.currentTarget.value)} aria-label={`Move ${label} to storage pool`}>
+        {/* Named without "storage pool": the promote form's `Storage pool` field must be the only match. */}
+        <span class="inline">
+          <select value={target} onChange={(e) => setTarget(e.currentTarget.value)} aria-label={`Move ${label} to`}>
             <option value="">Move to…</option>
             {props.pools
               .filter((p) => p.id !== r.storagePoolId)
@@ -81,14 +82,14 @@ function ReplicaRow(props: { r: Replica; pools: StoragePool[]; onDelete: (r: Rep
                 </option>
               ))}
           </select>
-        </label>
-        <button type="button" disabled={!target} aria-label={`Move ${label}`} onClick={() => props.onAction(() => api('POST', `/replicas/${r.id}/move`, { storagePoolId: target }))}>
+        </span>
+        <button type="button" disabled={!target} onClick={() => props.onAction(() => api('POST', `/replicas/${r.id}/move`, { storagePoolId: target }))}>
           Move
         </button>
-        <button type="button" aria-label={`Verify ${label}`} onClick={() => props.onAction(() => api('POST', `/replicas/${r.id}/verify`))}>
+        <button type="button" onClick={() => props.onAction(() => api('POST', `/replicas/${r.id}/verify`))}>
           Verify
         </button>
-        <button type="button" class="danger" aria-label={`Delete ${label}`} onClick={() => props.onDelete(r)}>
+        <button type="button" class="danger" onClick={() => props.onDelete(r)}>
           Delete
         </button>
       </td>
@@ -134,7 +135,7 @@ export function Replicas() {
                 Desktop pool <a href={`/pools/${p.id}`}>{p.name}</a>
               </li>
             ))}
-            {holders.clones.length > 0 ? <li>{holders.clones.length} clone(s), e.g. {holders.clones.slice(0, 5).map((c) => c.name).join(', ')}</li> : null}
+            {holders.clones.length > 0 ? <li>{holders.cloneCount ?? holders.clones.length} clone(s), e.g. {holders.clones.slice(0, 5).map((c) => c.name).join(', ')}</li> : null}
           </ul>
         ) : null}
       </Alert>

@@ -107,7 +107,7 @@ export function Schedules(props: { poolId: string }) {
                   {s.enabled ? 'Disable' : 'Enable'}
                 </button>
                 {deleting ? null : (
-                  <button type="button" class="danger" aria-label={`Remove schedule ${s.cron}`} onClick={() => setDeleting(s)}>
+                  <button type="button" id={`remove-schedule-${s.id}`} class="danger" aria-label={`Remove schedule ${s.cron}`} onClick={() => setDeleting(s)}>
                     Remove
                   </button>
                 )}
@@ -176,6 +176,7 @@ export function Schedules(props: { poolId: string }) {
       </form>
       <ConfirmDialog
         open={deleting !== undefined}
+        returnFocusId={deleting ? `remove-schedule-${deleting.id}` : undefined}
         title="Remove schedule?"
         message={<p>The schedule {deleting?.cron} stops; runs already started finish.</p>}
         confirmLabel="Remove"

@@ -57,7 +57,14 @@ function UploadVersion(props: { templates: Template[]; selected: string; onSelec
         setDone(undefined);
         setProgress({ sent: 0, total: file.size });
         void action.run(async () => {
-          const v = await upload<TemplateVersion>(`/templates/${props.selected}/versions?format=${encodeURIComponent(format)}`, file, (sent, total) => setProgress({ sent, total }));
+          let v: TemplateVersion;
+          try {
+            v = await upload<TemplateVersion>(`/templates/${props.selected}/versions?format=${encodeURIComponent(format)}`, file, (sent, total) => setProgress({ sent, total }));
+          } catch (err) {
+            // A refused upload must not leave a bar that reads as finished: the alert says what failed.
+            setProgress(undefined);
+            throw err;
+          }
           setDone(v);
           props.onUploaded();
         });
@@ -76,7 +83,20 @@ function UploadVersion(props: { templates: Template[]; selected: string; onSelec
           </select>
         </Field>
         <Field label="Image file">
-          <input type="file" name="image" required onChange={(e) => setFile(e.currentTarget.files?.[0])} />
+          <input
+            type="file"
+            name="image"
+            required
+            onChange={(e) => {
+              const f = e.currentTarget.files?.[0];
+              setFile(f);
+              // Preselect the format the file name says (still changeable): a qcow2 uploaded as raw would
+              // become a replica of the container's bytes, not of the disk inside it.
+              const ext = f?.name.split('.').pop()?.toLowerCase();
+              const guess = ext === 'img' || ext === 'iso' ? 'raw' : FORMATS.find((x) => x === ext);
+              if (guess) setFormat(guess);
+            }}
+          />
         </Field>
         <Field label="Format">
           <select name="format" value={format} onChange={(e) => setFormat(e.currentTarget.value)}>
@@ -140,7 +160,7 @@ export function Templates() {
           <header class="row spread">
             <h2 id={`t-${t.id}`}>{t.name}</h2>
             {deleting ? null : (
-              <button type="button" class="danger" aria-label={`Delete ${t.name}`} onClick={() => setDeleting(t)}>
+              <button type="button" id={`delete-template-${t.id}`} class="danger" onClick={() => setDeleting(t)}>
                 Delete
               </button>
             )}
@@ -182,6 +202,7 @@ export function Templates() {
       ))}
       <ConfirmDialog
         open={deleting !== undefined}
+        returnFocusId={deleting ? `delete-template-${deleting.id}` : undefined}
         title="Delete template?"
         message={<p>Template {deleting?.name} and all its versions will be deleted. Replicas already promoted from it stay.</p>}
         confirmLabel="Delete"
