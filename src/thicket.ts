@@ -133,6 +133,12 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
       log: options.hooks?.log ?? log,
     });
     cleanups.push(() => hookRunner.close());
+    if (!config.publicUrl && (config.httpHost === '0.0.0.0' || config.httpHost === '::')) {
+      log.warn({ httpAddr: config.httpHost }, `THICKET_PUBLIC_URL is not set and the HTTP API listens on ${config.httpHost}: libvirt hosts would report VM events to an address they cannot reach; set THICKET_PUBLIC_URL`);
+    }
+    if (!config.nvmeAdvertiseAddr && (config.nvmeAddr === '0.0.0.0' || config.nvmeAddr === '::')) {
+      log.warn({ nvmeAddr: config.nvmeAddr }, 'THICKET_NVME_ADVERTISE_ADDR is not set and the NVMe/TCP target listens on a wildcard address: discovery answers with the address each host dialled, but hooks refuse to attach until it is set');
+    }
     exportsService.attachHooks(secrets, hookRunner);
     const desktopHooks = new DesktopHooks(desktopOps, hookRunner);
     desktopOps.hooks = desktopHooks;

@@ -90,10 +90,12 @@ const handlers: Handlers = {
   resetClone: ({ id }) => engine.resetClone(id),
   async resetClones({ ids }) {
     // Resets of many clones share the pool journal's group commit.
-    return Promise.all(ids.map((id) => engine.resetClone(id).then(() => ({ id }), (err: Error) => ({ id, error: err.message }))));
+    // Each clone's outcome on its own: a reset that throws at once (a failed or closed clone) must not
+    // reject the whole batch and leave the other clones' results unknown.
+    return Promise.all(ids.map((id) => perClone(id, () => engine.resetClone(id))));
   },
   async recomposeClones({ ids, replica, sizeBytes }) {
-    return Promise.all(ids.map((id) => engine.recomposeClone(id, replica, sizeBytes).then(() => ({ id }), (err: Error) => ({ id, error: err.message }))));
+    return Promise.all(ids.map((id) => perClone(id, () => engine.recomposeClone(id, replica, sizeBytes))));
   },
   replaceNamespace({ nqn, nsid, cloneId }) {
     requireTarget().replaceNamespaceBackend(nqn, nsid, new CloneNamespaceBackend(engine.clone(cloneId)));
@@ -152,3 +154,13 @@ parentPort!.on('message', async (msg: DataplaneRequest | { op: 'shutdown' }) => 
   }
   parentPort!.postMessage(res);
 });
+
+/** Runs one clone's step, turning a synchronous throw or a rejection into that clone's error result. */
+async function perClone(id: string, step: () => Promise<unknown>): Promise<{ id: string; error?: string }> {
+  try {
+    await step();
+    return { id };
+  } catch (err) {
+    return { id, error: (err as Error).message };
+  }
+}

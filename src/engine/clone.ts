@@ -688,7 +688,8 @@ export class Clone {
 
   /** Drops every change (refresh to the replica) in O(1): a durable RESET record, then the data is cut. */
   reset(): Promise<void> {
-    this.#assertUsable();
+    // A failed clone may be reset: that is its repair (nothing of its damaged map or data is needed).
+    if (this.closed) throw new CloneClosedError(this.id);
     // The reset runs in the flush chain: flushes issued after it wait for it. Otherwise such a flush could
     // journal the pre-reset map changes after the RESET record (replay would resurrect dropped blocks, or
     // map blocks the reset truncated away) and hand pre-reset block numbers to the free list.
@@ -714,6 +715,8 @@ export class Clone {
       this.#pendingFree = [];
       this.#free = [];
       if (this.#dataFd >= 0) fs.ftruncateSync(this.#dataFd, 0);
+      else if (this.failed) fs.rmSync(this.dataPath, { force: true }); // never opened: a damaged clone's file
+      this.failed = undefined;
       this.#host.releaseBlocks(this.dataBlocks);
       this.dataBlocks = 0;
     });

@@ -155,8 +155,17 @@ export class Engine {
     await entry.pool.deleteClone(id);
   }
 
-  resetClone(id: string): Promise<void> {
-    return this.clone(id).reset();
+  /**
+   * Drops every change of a clone. Also repairs a clone marked failed at start-up (a damaged map or data
+   * file): the reset needs neither, and a fresh checkpoint is written at once, or the next start would
+   * read the damaged one and fail the clone again.
+   */
+  async resetClone(id: string): Promise<void> {
+    const entry = this.#clones.get(id);
+    if (!entry) throw new CloneNotFoundError(id);
+    const wasFailed = entry.clone.failed !== undefined;
+    await entry.clone.reset();
+    if (wasFailed) await entry.pool.checkpointClone(entry.clone);
   }
 
   setQos(id: string, qos: QosLimits): void {
@@ -188,7 +197,9 @@ export class Engine {
     const next = this.replica(replica);
     const size = Math.max(sizeBytes ?? 0, c.sizeBytes, next.sizeBytes);
     if (size % BLOCK_SIZE_BYTES !== 0) throw new EngineError('CLONE_SIZE', `a clone's size must be a multiple of ${BLOCK_SIZE_BYTES}`);
+    const wasFailed = c.failed !== undefined;
     await c.reset();
+    if (wasFailed) await this.#clones.get(cloneId)!.pool.checkpointClone(c);
     c.replica.refs--;
     next.refs++;
     c.replica = next;

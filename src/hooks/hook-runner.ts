@@ -90,8 +90,9 @@ export class HookRunner {
       totalConcurrency: 16,
       connectTimeoutMs: 15_000,
       execTimeoutMs: 180_000,
-      attempts: 3,
-      backoffMs: 500,
+      // About 15 s of retries (1, 2, 4, 8 s): long enough for an sshd restart or a short network blip.
+      attempts: 5,
+      backoffMs: 1000,
       idleCloseMs: 60_000,
       linkDir: '/dev/thicket',
       stateDir: '/var/lib/thicket',
@@ -250,10 +251,21 @@ export class HookRunner {
     }
   }
 
-  /** Runs one action for one desktop on its host, retrying transient failures with backoff. */
-  async run(host: HookHost, action: HookAction, desktop: HookDesktop): Promise<HookOutcome> {
+  /**
+   * Runs one action for one desktop on its host, retrying transient failures with backoff. Once `signal`
+   * is aborted (a cancelled job) it starts no further attempt, also when its turn comes in the queue.
+   */
+  async run(host: HookHost, action: HookAction, desktop: HookDesktop, signal?: AbortSignal): Promise<HookOutcome> {
     if (!host.hook_type) return { ok: false, code: 'HOST_HAS_NO_HOOKS', error: `host ${host.name} has no SSH hooks`, stdout: '', transient: false, attempts: 0 };
     if (!this.templates.hasAction(host.hook_type, action)) return { ok: true, stdout: '', attempts: 0 };
+    const address = this.#options.target().address;
+    if (action === 'attach' && (address === '0.0.0.0' || address === '::' || address === '')) {
+      // A wildcard listen address is no address to dial: `nvme connect -a 0.0.0.0` connects the host to itself.
+      return { ok: false, code: 'TARGET_ADDRESS_UNSET', error: `the NVMe/TCP target listens on ${address || 'an unknown address'} and THICKET_NVME_ADVERTISE_ADDR is not set: hosts cannot be told where to connect; set it to an address they reach`, stdout: '', transient: false, attempts: 0 };
+    }
+    if (action === 'attach' && host.hook_type === 'libvirt' && /^https?:\/\/(0\.0\.0\.0|\[::\])(:|\/|$)/.test(this.#options.apiUrl())) {
+      return { ok: false, code: 'PUBLIC_URL_UNSET', error: `the HTTP API listens on a wildcard address and THICKET_PUBLIC_URL is not set: the libvirt hook could not report VM events (${this.#options.apiUrl()}); set it to a URL hosts reach`, stdout: '', transient: false, attempts: 0 };
+    }
     let script: string;
     try {
       script = this.script(host, action, desktop);
@@ -263,7 +275,8 @@ export class HookRunner {
     let last: HookOutcome | undefined;
     for (let attempt = 1; attempt <= this.#options.attempts; attempt++) {
       if (this.#closed) break;
-      last = await this.#once(host, script, attempt);
+      if (signal?.aborted) return cancelled(attempt - 1);
+      last = await this.#once(host, script, attempt, signal);
       if (last.ok || !last.transient) return last;
       if (attempt < this.#options.attempts) {
         const wait = this.#options.backoffMs * 2 ** (attempt - 1) * (0.75 + Math.random() * 0.5);
@@ -274,7 +287,7 @@ export class HookRunner {
     return last ?? { ok: false, code: 'HOOK_RUNNER_CLOSED', error: 'the hook runner is shutting down', stdout: '', transient: true, attempts: 0 };
   }
 
-  async #once(host: HookHost, script: string, attempt: number): Promise<HookOutcome> {
+  async #once(host: HookHost, script: string, attempt: number, signal?: AbortSignal): Promise<HookOutcome> {
     // The host's own slot first, then a global one: runs queued behind a slow host's limit must not sit
     // on global slots that other hosts could use meanwhile.
     const c = this.#connection(host);
@@ -283,6 +296,7 @@ export class HookRunner {
     try {
       return await c.limit.use(() =>
         this.#total.use(async () => {
+          if (signal?.aborted) return cancelled(attempt - 1);
           let session: SshSession;
           try {
             session = await c.session;
@@ -291,8 +305,11 @@ export class HookRunner {
             return failure(err, attempt);
           }
           try {
-            const r = await session.exec('/bin/sh -s', { stdin: script, timeoutMs: this.#options.execTimeoutMs });
+            const r = await session.exec(remoteCommand(this.#options.execTimeoutMs), { stdin: script, timeoutMs: this.#options.execTimeoutMs });
             if (r.code === 0) return { ok: true as const, stdout: r.stdout, attempts: attempt };
+            if (r.code === REMOTE_TIMEOUT || r.code === REMOTE_KILLED) {
+              return { ok: false as const, code: 'HOOK_TIMEOUT', error: `the hook was stopped on the host after ${remoteSeconds(this.#options.execTimeoutMs)} s${r.stderr.trim() ? `: ${r.stderr.trim().slice(-2000)}` : ''}`, stdout: r.stdout, transient: false, attempts: attempt };
+            }
             const why = r.stderr.trim() || r.stdout.trim() || `exit code ${r.code ?? `signal ${r.signal}`}`;
             return { ok: false as const, code: 'HOOK_FAILED', error: why, stdout: r.stdout, transient: r.code === TEMPFAIL, attempts: attempt };
           } catch (err) {
@@ -314,6 +331,30 @@ export class HookRunner {
     this.#closed = true;
     for (const [id, c] of this.#connections) this.#drop(id, c);
   }
+}
+
+function cancelled(attempts: number): HookOutcome {
+  return { ok: false, code: 'CANCELLED', error: 'the job was cancelled before this hook ran', stdout: '', transient: false, attempts };
+}
+
+/** Exit codes of `timeout` on the host: the time ran out (TERM), or the run was killed (KILL). */
+const REMOTE_TIMEOUT = 124;
+const REMOTE_KILLED = 137;
+
+/** The host stops a hook a little before Thicket gives up waiting for it. */
+function remoteSeconds(execTimeoutMs: number): number {
+  return Math.max(1, Math.floor(execTimeoutMs / 1000) - 5);
+}
+
+/**
+ * The command a hook runs as: the script on stdin, under the host's own `timeout` when it has one
+ * (coreutils or busybox). Closing the SSH channel or sending it a signal does not stop a remote command
+ * (OpenSSH ignores channel signals), so without this a hook Thicket gave up on would go on changing the
+ * host after its desktop was marked failed. KILL reaches the whole process group (the script's children).
+ */
+function remoteCommand(execTimeoutMs: number): string {
+  const secs = remoteSeconds(execTimeoutMs);
+  return `if command -v timeout >/dev/null 2>&1; then exec timeout -s KILL ${secs} /bin/sh -s; else exec /bin/sh -s; fi`;
 }
 
 function failure(err: unknown, attempt: number): HookOutcome {

@@ -5,13 +5,18 @@ die() { echo "thicket: $*" >&2; exit 1; }
 tempfail() { echo "thicket: $*" >&2; exit 75; }
 have() { command -v "$1" >/dev/null 2>&1; }
 
-# One hook at a time per host for the steps that connect and disconnect subsystems (flock when present).
+# One hook at a time per host for the steps that connect and disconnect subsystems and change links
+# (flock when present). Held only around those steps: waiting for a namespace or starting a VM under it
+# would make a host's hooks run one after another.
 take_lock() {
   mkdir -p "$THICKET_STATE_DIR"
   if have flock; then
     exec 9>"$THICKET_STATE_DIR/lock"
     flock -w 120 9 || tempfail "another hook holds $THICKET_STATE_DIR/lock"
   fi
+}
+release_lock() {
+  exec 9>&-
 }
 
 # Whether a controller of the desktop's subsystem exists (live or reconnecting).

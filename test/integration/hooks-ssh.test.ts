@@ -4,7 +4,7 @@
 // logoff, and the libvirt domain XML validated and started with virsh's test driver through sshd.
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NvmeTcpHost } from '../../src/nvmeof/host/nvme-tcp-host.ts';
@@ -200,6 +200,45 @@ describe.each(DATABASE_KINDS)('hypervisor hooks over SSH (%s)', (kind) => {
     expect(d.error).toMatch(/^HOST_KEY_NOT_PINNED: the host key \(SHA256:.{43}\) is not pinned/);
     const del = await t.json('DELETE', `/api/v1/desktop-pools/${res.body.pool.id}`);
     expect((await waitJob(del.body.job.id)).state).toBe('succeeded');
+    expect((await t.json('DELETE', `/api/v1/hosts/${h.id}`)).status).toBe(204);
+  });
+
+  it('attaches a desktop whose attach failed when its pool is refreshed (never available without it), and detaches it on delete', async () => {
+    const h = (await t.json('POST', '/api/v1/hosts', { name: 'hv-late', nqn: nqn(6), ssh: ssh() })).body;
+    const name = `late${kind === 'pglite' ? 'a' : 'b'}`;
+    const res = await t.json('POST', '/api/v1/desktop-pools', { name, replicaId, storagePoolId: fastPool, size: 1, namePattern: `${name}-{n}`, hostIds: [h.id] });
+    expect((await waitJob(res.body.job.id)).state).toBe('succeeded');
+    const poolId = res.body.pool.id;
+    const desktop = async () => (await t.json('GET', `/api/v1/desktop-pools/${poolId}/desktops`)).body[0];
+    expect(await desktop()).toMatchObject({ state: 'failed', attached: false });
+    const refresh = async () => waitJob((await t.json('POST', `/api/v1/desktop-pools/${poolId}/refresh`, {})).body.job.id);
+
+    // The host is still unusable: the refresh's attach fails again, and the desktop stays failed.
+    let job = await refresh();
+    expect(job.results.find((r: any) => r.item === `${name}-1`)).toMatchObject({ status: 'failed', error: expect.stringMatching(/^attach: HOST_KEY_NOT_PINNED/) });
+    expect(await desktop()).toMatchObject({ state: 'failed', attached: false });
+
+    // With the key pinned, the refresh's attach reaches the host.
+    expect((await t.json('POST', `/api/v1/hosts/${h.id}/trust`, { fingerprint: sshd.hostKeyFingerprint })).status).toBe(200);
+    job = await refresh();
+    if (HAS_INITIATOR) {
+      expect(await desktop()).toMatchObject({ state: 'available', attached: true, error: null });
+    } else {
+      expect(await desktop()).toMatchObject({ state: 'failed', attached: false });
+      expect((await desktop()).error).toMatch(/^HOOK_FAILED: thicket: the NVMe\/TCP initiator is not available/);
+    }
+
+    // Delete runs the detach hook for every placed desktop, also one never attached: a half-done attach
+    // may have left its link (here one made by hand) on the host.
+    const link = `/dev/thicket/${name}-1`;
+    if (!HAS_INITIATOR) {
+      mkdirSync('/dev/thicket', { recursive: true });
+      rmSync(link, { force: true });
+      symlinkSync('/dev/null', link);
+    }
+    const del = await t.json('DELETE', `/api/v1/desktop-pools/${poolId}`);
+    expect((await waitJob(del.body.job.id)).state).toBe('succeeded');
+    expect(() => lstatSync(link)).toThrow();
     expect((await t.json('DELETE', `/api/v1/hosts/${h.id}`)).status).toBe(204);
   });
 

@@ -177,6 +177,8 @@ export class CloneService {
     const row = await this.#clones.get(this.#db, id);
     if (!row) throw new AppError('CLONE_NOT_FOUND', `clone ${id} does not exist`);
     await this.#dataplane.call('resetClone', { id });
+    // A reset repairs a clone that failed at start-up.
+    if (row.state === 'failed') await this.#clones.setState(this.#db, id, 'ready');
     this.#events.emit('clone.reset', { cloneId: id });
     return this.get(id);
   }
@@ -220,7 +222,17 @@ export class CloneService {
     });
     for (const f of report.failed) {
       await this.#clones.setState(this.#db, f.id, 'failed', f.reason);
+      // A desktop on a clone that cannot be served is failed too (a broker must not hand it out); a
+      // refresh gives it a working disk again.
+      const desktops = await this.#db
+        .updateTable('desktops')
+        .set({ state: 'failed', error: `its clone failed at start-up: ${f.reason}`.slice(0, 8000) })
+        .where('clone_id', '=', f.id)
+        .where('state', '!=', 'failed')
+        .returning(['pool_id', 'name', 'clone_id'])
+        .execute();
       this.#events.emit('clone.failed', { cloneId: f.id, reason: f.reason });
+      for (const d of desktops) this.#events.emit('desktop.state', { poolId: d.pool_id, desktops: [{ name: d.name, cloneId: d.clone_id, state: 'failed' }] });
     }
     return { poolId, failed: report.failed, removedOrphans: report.removedOrphans };
   }

@@ -119,7 +119,7 @@ export class DesktopHooks {
   }
 
   /** Runs one action for each desktop (on its host, all hosts in parallel within the runner's limits). */
-  async #runAll(pool: DesktopPoolRow, action: HookAction, desktops: DesktopRow[], onEach?: () => void): Promise<DesktopHookResult[]> {
+  async #runAll(pool: DesktopPoolRow, action: HookAction, desktops: DesktopRow[], onEach?: () => void, signal?: AbortSignal): Promise<DesktopHookResult[]> {
     const withHost = desktops.filter((d) => d.host_id);
     if (withHost.length === 0) return [];
     const hosts = new Map((await this.#ops.hosts.getMany(this.#ops.db, [...new Set(withHost.map((d) => d.host_id!))])).map((h) => [h.id, h]));
@@ -127,9 +127,10 @@ export class DesktopHooks {
     return Promise.all(
       withHost.map(async (d) => {
         const host = hosts.get(d.host_id!);
-        const outcome: HookOutcome = host
-          ? await this.runner.run(host, action, targets.get(d.id)!)
-          : { ok: false, code: 'HOST_NOT_FOUND', error: `host ${d.host_id} no longer exists`, stdout: '', transient: false, attempts: 0 };
+        // A cancelled job starts no more hooks (the runner queues them; this runs when one's turn comes).
+        const run = (): Promise<HookOutcome> =>
+          signal?.aborted ? Promise.resolve({ ok: false, code: 'CANCELLED', error: 'the job was cancelled before this hook ran', stdout: '', transient: false, attempts: 0 }) : this.runner.run(host!, action, targets.get(d.id)!, signal);
+        const outcome: HookOutcome = host ? await run() : { ok: false, code: 'HOST_NOT_FOUND', error: `host ${d.host_id} no longer exists`, stdout: '', transient: false, attempts: 0 };
         onEach?.();
         return { desktop: d, outcome };
       }),
@@ -137,13 +138,15 @@ export class DesktopHooks {
   }
 
   /** Attaches desktops on their hosts: success makes them available, failure failed with the stderr. */
-  async attach(pool: DesktopPoolRow, desktops: DesktopRow[], onEach?: () => void): Promise<DesktopHookResult[]> {
+  async attach(pool: DesktopPoolRow, desktops: DesktopRow[], onEach?: () => void, signal?: AbortSignal): Promise<DesktopHookResult[]> {
     const ops = this.#ops;
-    const results = await this.#runAll(pool, 'attach', desktops, onEach);
+    const results = await this.#runAll(pool, 'attach', desktops, onEach, signal);
     const ok = results.filter((r) => r.outcome.ok).map((r) => r.desktop);
     if (ok.length) await ops.db.updateTable('desktops').set({ attached: true, error: null }).where('id', 'in', ok.map((d) => d.id)).execute();
     await ops.setStates(pool.id, ok, 'available');
-    for (const r of results) if (!r.outcome.ok) await this.#fail(pool.id, r.desktop, r.outcome);
+    // Skipped because the job was cancelled or is stopping: still provisioning (a resumed run attaches it,
+    // a rollback removes it), not failed.
+    for (const r of results) if (!r.outcome.ok && r.outcome.code !== 'CANCELLED') await this.#fail(pool.id, r.desktop, r.outcome);
     return results;
   }
 
@@ -172,18 +175,18 @@ export class DesktopHooks {
    * started again afterwards (linux-nvme has no VM; its link stays valid because the namespace does).
    * A desktop whose VM cannot be stopped is not reset. Returns the failed clone ids with the reason.
    */
-  async aroundReset(pool: DesktopPoolRow, batch: DesktopRow[], reset: (desktops: DesktopRow[]) => Promise<Set<string>>): Promise<Map<string, string>> {
+  async aroundReset(pool: DesktopPoolRow, batch: DesktopRow[], reset: (desktops: DesktopRow[]) => Promise<Map<string, string>>): Promise<Map<string, string>> {
     const failed = new Map<string, string>();
     const vms = batch.filter((d) => d.attached);
     const stops = await this.#runAll(pool, 'stop', vms);
     for (const r of stops) if (!r.outcome.ok) failed.set(r.desktop.clone_id, `${r.outcome.code}: ${r.outcome.error}`);
     const wasRunning = stops.filter((r) => r.outcome.ok && r.outcome.stdout.includes('was-running')).map((r) => r.desktop);
-    for (const id of await reset(batch.filter((d) => !failed.has(d.clone_id)))) failed.set(id, 'reset failed');
+    for (const [id, why] of await reset(batch.filter((d) => !failed.has(d.clone_id)))) failed.set(id, why);
     const starts = await this.#runAll(pool, 'start', wasRunning.filter((d) => !failed.has(d.clone_id)));
     for (const r of starts) if (!r.outcome.ok) failed.set(r.desktop.clone_id, `${r.outcome.code}: ${r.outcome.error}`);
     for (const d of batch) {
       const why = failed.get(d.clone_id);
-      if (why && why !== 'reset failed') await this.#ops.db.updateTable('desktops').set({ error: why.slice(0, 8000) }).where('id', '=', d.id).execute();
+      if (why) await this.#ops.db.updateTable('desktops').set({ error: why.slice(0, 8000) }).where('id', '=', d.id).execute();
     }
     return failed;
   }

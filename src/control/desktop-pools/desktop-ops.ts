@@ -194,7 +194,11 @@ export class DesktopOps {
     const results = await this.dataplane.call('resetClones', { ids: cloneIds });
     const failed = new Map(results.filter((r) => r.error).map((r) => [r.id, r.error!]));
     const ok = cloneIds.filter((id) => !failed.has(id));
-    if (ok.length) await this.db.updateTable('clones').set({ unique_bytes: 0 }).where('id', 'in', ok).execute();
+    if (ok.length) {
+      await this.db.updateTable('clones').set({ unique_bytes: 0 }).where('id', 'in', ok).execute();
+      // A reset repairs a clone that failed at start-up (the engine wrote it a fresh checkpoint).
+      await this.db.updateTable('clones').set({ state: 'ready', error: null }).where('id', 'in', ok).where('state', '=', 'failed').execute();
+    }
     return failed;
   }
 

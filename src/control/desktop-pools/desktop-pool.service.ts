@@ -327,9 +327,9 @@ export class DesktopPoolService {
     const d = claimed.rows[0];
     if (!d) throw new AppError('CONFLICT', `desktop "${seen.name}" is already being reset or provisioned`);
     ops.stateEvents.push(pool.id, [{ name: d.name, cloneId: d.clone_id, state: 'refreshing' }]);
-    const reset = async (list: DesktopRow[]): Promise<Set<string>> => new Set((await ops.resetClones(list.map((x) => x.clone_id))).keys());
+    const reset = async (list: DesktopRow[]): Promise<Map<string, string>> => new Map([...(await ops.resetClones(list.map((x) => x.clone_id)))].map(([id, e]) => [id, `reset failed: ${e}`]));
     // A stopped VM needs nothing around the reset; a VM whose session ended is powered off and on again.
-    const failed = vmMayRun && ops.hooks ? await ops.hooks.aroundReset(pool, [d], reset) : new Map([...(await reset([d]))].map((c) => [c, 'reset failed']));
+    const failed = vmMayRun && ops.hooks ? await ops.hooks.aroundReset(pool, [d], reset) : await reset([d]);
     const ok = !failed.has(d.clone_id);
     await ops.setStates(pool.id, [d], ok ? 'available' : 'failed');
     ops.events.emit('desktop.refreshed-on-logoff', { poolId: pool.id, name: d.name, ok, error: failed.get(d.clone_id) });

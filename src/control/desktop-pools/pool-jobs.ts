@@ -13,6 +13,10 @@ export const POOL_JOB_KINDS = {
   delete: 'desktop-pool.delete',
 } as const;
 
+function prefixed(what: string, errors: Map<string, string>): Map<string, string> {
+  return new Map([...errors].map(([id, e]) => [id, `${what}: ${e}`]));
+}
+
 function chunks<T>(list: T[], size: number): T[][] {
   const out: T[][] = [];
   for (let i = 0; i < list.length; i += size) out.push(list.slice(i, i + size));
@@ -105,15 +109,19 @@ export class ResizePoolJob implements JobHandler {
       ctx.progress(0, pending.length, 'attach');
       for (const batch of chunks(pending, BATCH_DESKTOPS)) {
         ctx.throwIfCancelled();
-        const results = await hooks.attach(pool, batch, () => ctx.progress(++done, pending.length, 'attach'));
+        const results = await hooks.attach(pool, batch, () => ctx.progress(++done, pending.length, 'attach'), ctx.signal);
         for (const r of results) {
           if (r.outcome.ok) ctx.result({ item: r.desktop.name, status: 'succeeded' });
+          else if (r.outcome.code === 'CANCELLED') continue;
           else {
             attachFailures++;
             ctx.result({ item: r.desktop.name, status: 'failed', error: `${r.outcome.code}: ${r.outcome.error}` });
           }
         }
       }
+      // A cancel during the attach phase: hooks not yet started were skipped; the rollback detaches and
+      // removes what this job made.
+      ctx.throwIfCancelled();
     }
     desktops = await ops.pools.desktops(ops.db, pool.id);
     await ops.pools.update(ops.db, pool.id, { state: 'ready', size: desktops.length, error: attachFailures ? `${attachFailures} desktop(s) failed to attach; see the job's results` : null });
@@ -192,16 +200,31 @@ abstract class ResetPoolJob implements JobHandler {
       await ops.setStates(pool.id, batch, 'refreshing');
       const reset = (list: DesktopRow[]) => (grace > 0 ? this.#replaceClones(pool, list, replica, grace, new Date(ctx.job.created_at)) : this.#resetInPlace(list, replica, isRecompose));
       // On hook hosts the desktops' VMs are powered off around the reset (and started again if they ran).
-      const why = ops.hooks ? await ops.hooks.aroundReset(pool, batch, reset) : new Map([...(await reset(batch))].map((id) => [id, 'reset failed']));
+      const why = ops.hooks ? await ops.hooks.aroundReset(pool, batch, reset) : await reset(batch);
       const failed = new Set(why.keys());
       const ok = batch.filter((d) => !failed.has(d.clone_id));
       const bad = batch.filter((d) => failed.has(d.clone_id));
       // Forced in-use desktops stay in use (their VM is restarted by the hook); the rest become available.
       const stillInUse = ok.filter((d) => previous.get(d.id) === 'in-use');
-      await ops.setStates(pool.id, ok.filter((d) => previous.get(d.id) !== 'in-use'), 'available');
+      // A desktop placed on a hook host but not attached there (its attach failed, or a delete took it
+      // off) is attached now: available only if that works, never just because its clone was reset.
+      const toAttach = ops.hooks ? ok.filter((d) => d.host_id && !d.attached && previous.get(d.id) !== 'in-use') : [];
+      const ready = ok.filter((d) => previous.get(d.id) !== 'in-use' && !toAttach.includes(d));
+      if (ready.length) await ops.db.updateTable('desktops').set({ error: null }).where('id', 'in', ready.map((d) => d.id)).where('error', 'is not', null).execute();
+      await ops.setStates(pool.id, ready, 'available');
       await ops.setStates(pool.id, stillInUse, 'in-use');
       await ops.setStates(pool.id, bad, 'failed');
-      for (const d of ok) ctx.result({ item: d.name, status: 'succeeded' });
+      const attachFailed = new Map<string, string>();
+      if (toAttach.length) {
+        // Rows read again: a reset with a grace period gave them new clones (and namespaces).
+        const ids = new Set(toAttach.map((d) => d.id));
+        const rows = (await ops.pools.desktops(ops.db, pool.id)).filter((d) => ids.has(d.id));
+        for (const r of await ops.hooks!.attach(pool, rows)) if (!r.outcome.ok) attachFailed.set(r.desktop.id, `attach: ${r.outcome.code}: ${r.outcome.error}`);
+      }
+      for (const d of ok) {
+        const e = attachFailed.get(d.id);
+        ctx.result(e ? { item: d.name, status: 'failed', error: e } : { item: d.name, status: 'succeeded' });
+      }
       for (const d of bad) ctx.result({ item: d.name, status: 'failed', error: why.get(d.clone_id) ?? 'reset failed' });
       done += batch.length;
       ctx.progress(done, total, 'resetting');
@@ -211,18 +234,19 @@ abstract class ResetPoolJob implements JobHandler {
     ops.events.emit(isRecompose ? 'desktop-pool.recomposed' : 'desktop-pool.refreshed', { poolId: pool.id, desktops: done, skipped: skipped.length });
   }
 
-  async #resetInPlace(batch: DesktopRow[], replica: { id: string; path: string; sizeBytes: number }, recompose: boolean): Promise<Set<string>> {
+  /** Resets (or recomposes) the batch's clones in place; returns the clones that failed, with why. */
+  async #resetInPlace(batch: DesktopRow[], replica: { id: string; path: string; sizeBytes: number }, recompose: boolean): Promise<Map<string, string>> {
     const ops = this.ops;
-    if (batch.length === 0) return new Set();
+    if (batch.length === 0) return new Map();
     const ids = batch.map((d) => d.clone_id);
-    if (!recompose) return new Set((await ops.resetClones(ids)).keys());
+    if (!recompose) return prefixed('reset failed', await ops.resetClones(ids));
     const results = await ops.dataplane.call('recomposeClones', { ids, replica: { id: replica.id, path: replica.path, sizeBytes: replica.sizeBytes } });
-    const failed = new Set(results.filter((r) => r.error).map((r) => r.id));
+    const failed = new Map(results.filter((r) => r.error).map((r) => [r.id, `recompose failed: ${r.error}`] as [string, string]));
     const okIds = ids.filter((id) => !failed.has(id));
     if (okIds.length) {
       await ops.db
         .updateTable('clones')
-        .set({ replica_id: replica.id, size_bytes: sql`greatest(size_bytes, ${replica.sizeBytes})` as never, unique_bytes: 0 })
+        .set({ replica_id: replica.id, size_bytes: sql`greatest(size_bytes, ${replica.sizeBytes})` as never, unique_bytes: 0, state: 'ready', error: null })
         .where('id', 'in', okIds)
         .execute();
     }
@@ -235,9 +259,9 @@ abstract class ResetPoolJob implements JobHandler {
    * (a resumed run redoing its batch) is left as it is: swapping again would delete the clone its grace
    * period promised to keep and keep the blank one instead.
    */
-  async #replaceClones(pool: DesktopPoolRow, batch: DesktopRow[], replica: { id: string; path: string; sizeBytes: number }, grace: number, jobStart: Date): Promise<Set<string>> {
+  async #replaceClones(pool: DesktopPoolRow, batch: DesktopRow[], replica: { id: string; path: string; sizeBytes: number }, grace: number, jobStart: Date): Promise<Map<string, string>> {
     const ops = this.ops;
-    const failed = new Set<string>();
+    const failed = new Map<string, string>();
     const subs = new Map((await ops.pools.subsystems(ops.db, pool.id)).map((s) => [s.subsystem_id, s]));
     const todo: Array<{ d: DesktopRow; old: Awaited<ReturnType<typeof ops.clones.get>> }> = [];
     for (const d of batch) {
@@ -269,8 +293,8 @@ abstract class ResetPoolJob implements JobHandler {
           });
           await ops.dataplane.call('replaceNamespace', { nqn: subs.get(d.subsystem_id)!.nqn, nsid: d.nsid, cloneId: fresh });
         });
-      } catch {
-        failed.add(d.clone_id);
+      } catch (err) {
+        failed.set(d.clone_id, `reset failed: ${(err as Error).message}`);
         await ops.dataplane.call('deleteClone', { id: fresh }).catch(() => {});
       }
     }
@@ -282,7 +306,7 @@ abstract class ResetPoolJob implements JobHandler {
    * Resets one batch onto `replica` the way this job does (in place, or swapped with undo when the pool
    * has a grace period) and returns the clone ids that failed. Scheduled waves reuse it.
    */
-  resetBatch(pool: DesktopPoolRow, batch: DesktopRow[], replica: { id: string; path: string; sizeBytes: number }, recompose: boolean, jobStart: Date): Promise<Set<string>> {
+  resetBatch(pool: DesktopPoolRow, batch: DesktopRow[], replica: { id: string; path: string; sizeBytes: number }, recompose: boolean, jobStart: Date): Promise<Map<string, string>> {
     const grace = pool.refresh_grace_seconds;
     return grace > 0 ? this.#replaceClones(pool, batch, replica, grace, jobStart) : this.#resetInPlace(batch, replica, recompose);
   }
@@ -321,21 +345,38 @@ export class DeletePoolJob implements JobHandler {
     if (!pool) return; // finished before a crash
     const desktops = await ops.pools.desktops(ops.db, poolId);
     const subs = await ops.pools.subsystems(ops.db, poolId);
-    if (ops.hooks && desktops.some((d) => d.attached)) {
-      // Detach hooks first: hosts let go of the namespaces (and destroy the VMs) before they vanish.
-      const attached = desktops.filter((d) => d.attached);
+    if (ops.hooks && desktops.some((d) => d.host_id)) {
+      // Detach hooks first: hosts let go of the namespaces (and destroy the VMs) before they vanish. Every
+      // placed desktop, not only attached ones: an attach that failed half-way (or ran on after its
+      // timeout) can have left a link, a domain or a connection; the detach hooks skip what is not there.
+      const placed = desktops.filter((d) => d.host_id);
       let done = 0;
-      ctx.progress(0, attached.length, 'detach');
+      ctx.progress(0, placed.length, 'detach');
       const stuck: Array<{ desktop: string; error: string }> = [];
-      for (const batch of chunks(attached, BATCH_DESKTOPS)) {
+      const detached: DesktopRow[] = [];
+      for (const batch of chunks(placed, BATCH_DESKTOPS)) {
         ctx.throwIfCancelled();
         for (const r of await ops.hooks.detach(pool, batch)) {
-          if (!r.outcome.ok) stuck.push({ desktop: r.desktop.name, error: r.outcome.error });
-          ctx.progress(++done, attached.length, 'detach');
+          if (r.outcome.ok) {
+            if (r.desktop.attached) detached.push(r.desktop);
+          } else if (r.desktop.attached) {
+            stuck.push({ desktop: r.desktop.name, error: r.outcome.error });
+          } else {
+            // Never attached: nothing of it is known to be on the host (its host may be why it failed).
+            ctx.result({ item: r.desktop.name, status: 'skipped', error: `detach of a desktop that was never attached: ${r.outcome.error}` });
+          }
+          ctx.progress(++done, placed.length, 'detach');
         }
       }
       for (const s of stuck) ctx.result({ item: s.desktop, status: ctx.job.payload.force === true ? 'skipped' : 'failed', error: `detach: ${s.error}` });
       if (stuck.length && ctx.job.payload.force !== true) {
+        // The pool stays, but desktops already taken off their hosts have no disk or VM there any more:
+        // failed until a refresh attaches them again.
+        if (detached.length) {
+          await ops.db.updateTable('desktops').set({ error: 'detached from its host by a delete that did not finish; a refresh attaches it again' }).where('id', 'in', detached.map((d) => d.id)).execute();
+          await ops.setStates(pool.id, detached, 'failed');
+          ops.stateEvents.flush();
+        }
         throw new JobFailure('DETACH_FAILED', `${stuck.length} desktop(s) could not be detached from their hosts; fix the hosts and delete again, or delete with force=true`, { desktops: stuck.slice(0, 100) });
       }
     }

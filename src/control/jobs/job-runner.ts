@@ -171,11 +171,14 @@ export class JobRunner {
       job: row,
       signal: entry.abort.signal,
       progress: (done, total, phase) => {
+        // A new phase is published at once: merged into the next update it could go unseen (a pool's
+        // `exports` phase lasts a moment between `clones` and `attach`).
+        const newPhase = phase !== undefined && phase !== lastPhase;
         lastDone = done;
         lastTotal = total;
         if (phase !== undefined) lastPhase = phase;
         const wait = this.#options.progressIntervalMs - (Date.now() - lastFlush);
-        if (wait <= 0) {
+        if (wait <= 0 || newPhase) {
           if (flushTimer) clearTimeout(flushTimer);
           flushTimer = undefined;
           flushProgress();

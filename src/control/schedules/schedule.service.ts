@@ -210,7 +210,9 @@ export class ScheduleService {
         action: schedule.action,
         waveSize: schedule.wave_size,
         inUse: schedule.in_use,
-        waitDeadlineAt: schedule.in_use === 'wait' && schedule.wait_deadline_minutes ? new Date(slot.getTime() + schedule.wait_deadline_minutes * 60_000).toISOString() : null,
+        // From the tick, or for a missed run made up later from now: counted from the missed tick, the
+        // deadline of a run made up hours late would have passed before it starts.
+        waitDeadlineAt: schedule.in_use === 'wait' && schedule.wait_deadline_minutes ? new Date((trigger === 'catch-up' ? Math.max(Date.now(), slot.getTime()) : slot.getTime()) + schedule.wait_deadline_minutes * 60_000).toISOString() : null,
         maxFailuresPerWave: schedule.max_failures_per_wave,
       };
       const job = await this.#jobs.insert(trx, { id: randomUUID(), kind: SCHEDULED_RUN_KIND, resource_id: pool.id, payload: payload as unknown as Record<string, unknown> });

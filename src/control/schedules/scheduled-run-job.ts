@@ -30,7 +30,8 @@ type ReplicaTarget = { id: string; path: string; sizeBytes: number };
 
 /** The batch reset shared with the whole-pool refresh and recompose jobs (ResetPoolJob.resetBatch). */
 export interface BatchResetter {
-  resetBatch(pool: DesktopPoolRow, batch: DesktopRow[], replica: ReplicaTarget, recompose: boolean, jobStart: Date): Promise<Set<string>>;
+  /** Returns the clones that failed, with why. */
+  resetBatch(pool: DesktopPoolRow, batch: DesktopRow[], replica: ReplicaTarget, recompose: boolean, jobStart: Date): Promise<Map<string, string>>;
 }
 
 export interface ScheduledRunDeps {
@@ -165,13 +166,13 @@ export class ScheduledRunJob implements JobHandler {
       const batch = claimed.slice(i, i + BATCH_DESKTOPS);
       const reset = (list: DesktopRow[]) => resetter.resetBatch(pool, list, target, recompose, new Date(ctx.job.created_at));
       // On hook hosts running VMs are powered off around the reset and started again on the new disk.
-      const failed = ops.hooks ? await ops.hooks.aroundReset(pool, batch, reset) : new Map([...(await reset(batch))].map((id) => [id, 'reset failed']));
+      const failed = ops.hooks ? await ops.hooks.aroundReset(pool, batch, reset) : await reset(batch);
       for (const [id, why] of failed) failedClones.set(id, why);
     }
     const errors = new Map<string, string>();
     for (const d of claimed) {
       const why = failedClones.get(d.clone_id);
-      if (why !== undefined) errors.set(d.id, why === 'reset failed' && recompose ? 'recompose failed' : why);
+      if (why !== undefined) errors.set(d.id, why);
     }
     // A desktop reset under its user (force) keeps its state; the restarter tells its host (libvirt VMs
     // were already power-cycled around the reset).

@@ -4,9 +4,9 @@
 //
 // Missed runs: each schedule row keeps the next tick no process has handled yet (pending_tick_at) and the
 // tick after it (window_ends_at). When a process arms a schedule (at start-up, or when it appears or
-// changes) and the pending tick is already past, no process was there to fire it: if the following tick
-// has not come yet, the missed run is still inside its window and runs once now ('catch-up'); if it has,
-// the missed runs are dropped (the next tick is soon anyway) and a `schedule.missed` event says so.
+// changes) and the pending tick is already past, no process was there to fire it: one run is made up now
+// ('catch-up'), however many ticks were missed (the last missed tick is always still inside its window,
+// which lasts until the tick after it); a `schedule.missed` event says when several were.
 import type { ScheduleRow } from '../../db/schema.ts';
 import { armCron, type ArmedTask } from './cron.ts';
 import type { ScheduleService } from './schedule.service.ts';
@@ -104,13 +104,16 @@ export class Scheduler {
     if (!row.pending_tick_at || new Date(row.pending_tick_at).getTime() > now) return;
     const missed = new Date(row.pending_tick_at);
     try {
-      if (row.window_ends_at && now < new Date(row.window_ends_at).getTime()) {
-        const r = await this.#service.fire(row.id, missed, 'catch-up', row);
-        this.#options.log.info({ scheduleId: row.id, scheduledFor: missed.toISOString(), outcome: r.outcome, jobId: r.jobId }, 'missed scheduled run made up');
-      } else {
-        this.#options.log.info({ scheduleId: row.id, since: missed.toISOString() }, 'scheduled runs missed while no Thicket process ran; outside their window, not made up');
-        this.#options.emit('schedule.missed', { scheduleId: row.id, poolId: row.pool_id, since: missed.toISOString() });
-      }
+      // The window of the first missed tick ends at the following tick. When that one has passed too,
+      // several ticks were missed, and the last of them is still inside its own window (its following tick
+      // has not come, or this process would have fired it): so one run is made up whenever ticks were
+      // missed, never more. The claim stays keyed by the first missed tick, which every process reads
+      // alike, so the made-up run happens once however many processes start.
+      const several = Boolean(row.window_ends_at && now >= new Date(row.window_ends_at).getTime());
+      const r = await this.#service.fire(row.id, missed, 'catch-up', row);
+      // Said once: by the process whose claim of the made-up run won.
+      if (several && r.outcome !== 'taken' && r.outcome !== 'gone') this.#options.emit('schedule.missed', { scheduleId: row.id, poolId: row.pool_id, since: missed.toISOString(), madeUp: r.outcome });
+      this.#options.log.info({ scheduleId: row.id, firstMissed: missed.toISOString(), severalMissed: several, outcome: r.outcome, jobId: r.jobId }, 'missed scheduled run made up');
       await this.#service.advance(row);
     } catch (err) {
       this.#options.log.error({ err, scheduleId: row.id }, 'making up a missed run failed');

@@ -11,6 +11,7 @@ if ! subsys_connected; then
     subsys_connected || tempfail "nvme connect to $THICKET_SUBSYSTEM_NQN at $THICKET_TARGET_ADDRESS:$THICKET_TARGET_PORT failed: $out"
   fi
 fi
+release_lock
 dev=""
 i=0
 while [ "$i" -lt $((THICKET_WAIT_SECONDS * 4)) ]; do
@@ -20,6 +21,9 @@ while [ "$i" -lt $((THICKET_WAIT_SECONDS * 4)) ]; do
   i=$((i + 1))
 done
 [ -n "$dev" ] || tempfail "namespace $THICKET_NS_UUID of $THICKET_SUBSYSTEM_NQN did not appear within $THICKET_WAIT_SECONDS s"
+# Linking under the lock: a detach counts links to decide whether to disconnect the subsystem.
+take_lock
+subsys_connected || tempfail "$THICKET_SUBSYSTEM_NQN was disconnected while this hook waited for its namespace"
 mkdir -p "$THICKET_LINK_DIR"
 link="$THICKET_LINK_DIR/$THICKET_DESKTOP"
 if [ -L "$link" ] && [ -e "$link" ]; then
@@ -27,4 +31,5 @@ if [ -L "$link" ] && [ -e "$link" ]; then
   [ -z "$other" ] || [ "$other" = "$THICKET_NS_UUID" ] || die "$link already belongs to namespace $other (another pool's desktop of the same name?)"
 fi
 ln -sfn "$dev" "$link"
+release_lock
 echo "linked $link -> $dev"
