@@ -6,6 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { serve, type ServerType } from '@hono/node-server';
 import type { Server } from 'node:http';
+import { AppError } from './errors.ts';
 import { createApp } from './api/app.ts';
 import { loadAdminToken } from './api/auth.ts';
 import { attachEventStream } from './api/event-stream.ts';
@@ -233,7 +234,11 @@ export async function startThicket(config: Config, options: StartOptions = {}): 
       desktopPools,
       schedules,
       jobs: new JobService(db, jobs),
-      verifyHostToken: (token) => verifyHostToken(secrets, token),
+      verifyHostToken: (token) => {
+        // Say why a host's token cannot be checked here instead of a bare "invalid token".
+        if (secrets.unusable && token?.startsWith('thh.')) throw new AppError('UNAUTHORIZED', `host tokens cannot be checked on this node: ${secrets.unusable}`);
+        return verifyHostToken(secrets, token);
+      },
       logError,
       async health() {
         try {

@@ -6,6 +6,8 @@ import path from 'node:path';
 import pg from 'pg';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hostToken } from '../../src/hooks/host-token.ts';
+import { SecretBox } from '../../src/hooks/secret-box.ts';
 import { createLogger } from '../../src/logger.ts';
 import { startThicket, type ThicketInstance } from '../../src/thicket.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/databases.ts';
@@ -103,5 +105,19 @@ describe('events across nodes sharing PostgreSQL', () => {
     await until(() => created().includes(fromA.id) && created().includes(fromB.id), "both events on B's stream");
     onB.ws.close();
   });
-});
 
+  it('tells a host whose token reaches a node with another secret key why the token cannot be checked', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'thicket-node-otherkey-'));
+    dirs.push(dir);
+    const odd = await startThicket({ ...testConfig(dir, db.url), secretKey: 'cd'.repeat(32) }, { logger: createLogger('silent') });
+    nodes.push(odd);
+    const token = hostToken(new SecretBox(Buffer.from('ab'.repeat(32), 'hex')), '6f1c2a40-0000-4000-8000-000000000001');
+    const res = await fetch(`${odd.url}/api/v1/desktop-pools/6f1c2a40-0000-4000-8000-000000000002/desktops/d-1/state`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ event: 'vm-started' }),
+    });
+    expect(res.status).toBe(401);
+    expect((await res.json()).error.message).toMatch(/host tokens cannot be checked on this node: .*THICKET_SECRET_KEY/);
+  });
+});

@@ -75,7 +75,19 @@ export class ScheduledRunJob implements JobHandler {
       ctx.result({ item: item.desktop_name, status: item.status, ...(item.error ? { error: item.error } : {}) });
     }
     const state = { wave, done, processed: done.size };
-    const runWave = (claimed: DesktopRow[]) => this.#wave(ctx, p, pool, target, recompose, claimed, state);
+    const runWave = async (claimed: DesktopRow[]): Promise<void> => {
+      try {
+        await this.#wave(ctx, p, pool, target, recompose, claimed, state);
+      } catch (err) {
+        // A stopped run still gives every desktop a result: those it never reached are skipped.
+        if (err instanceof JobFailure && err.code === 'SCHEDULE_RUN_STOPPED') {
+          for (const d of await this.#todo(pool.id, target.id, recompose, done)) {
+            ctx.result({ item: d.name, status: 'skipped', error: 'not reached: the run stopped after a wave with too many failures' });
+          }
+        }
+        throw err;
+      }
+    };
 
     // A wave a crash interrupted: its desktops are still `refreshing`; redo them with their old states.
     const interrupted = earlier.filter((i) => i.status === 'pending');
