@@ -1,7 +1,7 @@
 // The web UI end to end in a real Chromium against a real Thicket: the operator's whole path from
 // sign-in to deleting a pool, with screenshots of every page in .test-results/screenshots/.
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
@@ -226,8 +226,21 @@ describe('web UI in Chromium', () => {
     } finally {
       await sshd.stop();
     }
+    // A failed job: verification of a replica whose file was damaged. Its error is readable at once.
+    const [replica] = (await t.json<Array<{ id: string; storagePoolId: string }>>('GET', '/api/v1/replicas')).body;
+    const pool = (await t.json<Array<{ id: string; path: string }>>('GET', '/api/v1/storage-pools')).body.find((p) => p.id === replica.storagePoolId)!;
+    const file = path.join(pool.path, 'replicas', `${replica.id}.img`);
+    const fd = await open(file, 'r+');
+    try {
+      await fd.write(Buffer.from('damaged'), 0, 7, 4096);
+    } finally {
+      await fd.close();
+    }
+    const verify = await t.json<{ job: { id: string } }>('POST', `/api/v1/replicas/${replica.id}/verify`);
+    expect((await t.waitForJob(verify.body.job.id)).state).toBe('failed');
     await page.getByRole('link', { name: 'Jobs' }).click();
     await expect.poll(() => page.getByRole('cell', { name: 'desktop-pool.refresh' }).count()).toBeGreaterThan(0);
+    await expect.poll(() => page.getByText(/REPLICA_CORRUPT: /).first().isVisible()).toBe(true);
     await screenshot(page, '12-jobs');
   });
 

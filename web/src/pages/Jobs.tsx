@@ -10,13 +10,17 @@ const STATES = ['', 'queued', 'running', 'succeeded', 'failed', 'cancelled'];
 function JobDetails(props: { job: Job }) {
   const j = props.job;
   const problems = j.results.filter((r) => r.status !== 'succeeded');
+  // A failure is readable without a click: the job's error outside the disclosure, and the per-item
+  // list open for failed jobs.
   return (
-    <details>
-      <summary>
-        {problems.length ? `${problems.length} item(s) not succeeded` : `${j.results.length} item result(s)`}
-        {j.error ? ` · ${j.error.code}` : ''}
-      </summary>
-      {j.error ? <p class="invalid">{j.error.message}</p> : null}
+    <>
+      {j.error ? (
+        <p class="invalid">
+          {j.error.code}: {j.error.message}
+        </p>
+      ) : null}
+      <details open={j.state === 'failed'}>
+      <summary>{problems.length ? `${problems.length} item(s) not succeeded` : `${j.results.length} item result(s)`}</summary>
       <ul class="results">
         {(problems.length ? problems : j.results).slice(0, 200).map((r, i) => (
           <li key={`${r.item}-${i}`}>
@@ -25,7 +29,8 @@ function JobDetails(props: { job: Job }) {
           </li>
         ))}
       </ul>
-    </details>
+      </details>
+    </>
   );
 }
 
