@@ -331,7 +331,7 @@ export class Clone {
       return;
     }
     const defer = this.#defers(nlb);
-    if (!defer && this.#deferred.size > 0) this.#writeBackDeferred();
+    if (!defer) this.writeBackDeferred();
     const owned = this.map.owned;
     const end = slba + nlb;
     let needed = 0;
@@ -395,7 +395,7 @@ export class Clone {
   /** writeNow of one block (the commonest request): no run lists, no per-call arrays. */
   #writeOne(lba: number, list: readonly Buffer[]): void {
     const defer = this.#defers(1, lba);
-    if (!defer && this.#deferred.size > 0) this.#writeBackDeferred();
+    if (!defer) this.writeBackDeferred();
     const owned = this.map.owned;
     let p = owned.get(lba);
     const fresh = p === undefined;
@@ -486,10 +486,7 @@ export class Clone {
    * consecutive blocks. Throws like a write (OutOfSpaceError, IoError); what was not written stays deferred.
    */
   writeBackDeferred(): void {
-    if (this.#deferred.size > 0) this.#writeBackDeferred();
-  }
-
-  #writeBackDeferred(): void {
+    if (this.#deferred.size === 0) return;
     const blocks = [...this.#deferred.keys()].sort((a, b) => a - b);
     if (this.#dataFd < 0) this.#openData(true);
     const before = this.#deferred.size;
