@@ -127,10 +127,10 @@ export class DesktopHooks {
     return Promise.all(
       withHost.map(async (d) => {
         const host = hosts.get(d.host_id!);
-        // A cancelled job starts no more hooks (the runner queues them; this runs when one's turn comes).
-        const run = (): Promise<HookOutcome> =>
-          signal?.aborted ? Promise.resolve({ ok: false, code: 'CANCELLED', error: 'the job was cancelled before this hook ran', stdout: '', transient: false, attempts: 0 }) : this.runner.run(host!, action, targets.get(d.id)!, signal);
-        const outcome: HookOutcome = host ? await run() : { ok: false, code: 'HOST_NOT_FOUND', error: `host ${d.host_id} no longer exists`, stdout: '', transient: false, attempts: 0 };
+        // With `signal` aborted (a cancelled job) the runner starts no more hooks: outcome CANCELLED.
+        const outcome: HookOutcome = host
+          ? await this.runner.run(host, action, targets.get(d.id)!, signal)
+          : { ok: false, code: 'HOST_NOT_FOUND', error: `host ${d.host_id} no longer exists`, stdout: '', transient: false, attempts: 0 };
         onEach?.();
         return { desktop: d, outcome };
       }),
