@@ -9,6 +9,11 @@ export const ENTRY_BYTES = 24;
 export const RECORD_TYPE_MAP = 1;
 export const RECORD_TYPE_RESET = 2;
 /**
+ * Fills the gap between a commit's last record and the next boundary of a direct write (direct-io.ts):
+ * it keeps the log a gapless chain of records. No clone's, skipped by replay.
+ */
+export const RECORD_TYPE_PAD = 3;
+/**
  * Flag (header bytes 42-43, zero in records written before it existed): the clone's data file was
  * fdatasync'ed before this record was written, so it holds every block at least as new as any payload
  * of an earlier record; recovery must not redo those older payloads over it.
@@ -134,6 +139,20 @@ export function sealRecord(buffers: Buffer[], epoch: number): void {
   let crc = crc32c(head.subarray(4));
   for (let i = 1; i < buffers.length; i++) crc = crc32c(buffers[i], crc);
   head.writeUInt32LE(crc >>> 0, 0);
+}
+
+/** sealRecord for a record already copied whole into `buf` at `offset`: one CRC over contiguous bytes. */
+export function sealRecordAt(buf: Buffer, offset: number, length: number, epoch: number): void {
+  buf.writeDoubleLE(epoch, offset + 8);
+  buf.writeUInt32LE(crc32c(buf.subarray(offset + 4, offset + length)) >>> 0, offset);
+}
+
+/** Writes a sealed padding record of `length` bytes (a multiple of 8, at least RECORD_HEADER_BYTES). */
+export function writePadRecord(buf: Buffer, offset: number, length: number, epoch: number): void {
+  buf.fill(0, offset, offset + length);
+  buf.writeUInt32LE(length, offset + 4);
+  buf.writeUInt16LE(RECORD_TYPE_PAD, offset + 40);
+  sealRecordAt(buf, offset, length, epoch);
 }
 
 /**

@@ -24,7 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.ts';
 import { CloneFailedError } from '../../src/engine/errors.ts';
-import { decodeRecord, type DecodedRecord } from '../../src/engine/journal-record.ts';
+import { decodeRecord, RECORD_TYPE_PAD, type DecodedRecord } from '../../src/engine/journal-record.ts';
 import { JOURNAL_HEADER_BYTES } from '../../src/engine/pool-journal.ts';
 import {
   BS,
@@ -524,7 +524,7 @@ describe('engine recovery from damaged files', () => {
       for (let i = 0; i < 100_000 && off < buf.length; i++) {
         const rec = decodeRecord(buf, off, epoch);
         if (!rec) break;
-        records.push({ ...rec, offset: off });
+        if (rec.type !== RECORD_TYPE_PAD) records.push({ ...rec, offset: off });
         off += rec.length;
       }
       if (!best || epoch > best.epoch) best = { file, epoch, records };
