@@ -1,5 +1,5 @@
 // The pool journal on its own: group commit, direct commits padded to the device's block size, the
-// page-cache path, early commits of large bursts, and what a reopen gives back.
+// page-cache path, and what a reopen gives back.
 import fs from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -152,20 +152,6 @@ describe('pool journal', () => {
     // A journal written without direct I/O opens with it, and the other way round.
     const { records: replayed } = await open();
     expect(replayed.map((r) => r.lsn)).toEqual(recs.map((_, k) => k + 1));
-  });
-
-  it('starts writing a burst of more than 1 MiB before the burst has finished arriving', async () => {
-    const { journal } = await open();
-    const recs = Array.from({ length: 300 }, (_, k) => payloadRecord(k, k + 1, k & 0xff));
-    // All 300 appends happen in one turn of the event loop (1.26 MB): the first MiB is committed at
-    // once, the rest after the turn, so two commits instead of one.
-    await Promise.all(recs.map((r) => journal.append(r.buffers, r.length)));
-    expect(journal.commits).toBe(2);
-    journal.close();
-    const again = new PoolJournal(path.join(dir, 'journal'), 8 * MiB);
-    const records = await again.open();
-    again.close();
-    expect(records.map((r) => r.lsn)).toEqual(recs.map((_, k) => k + 1));
   });
 
   it('writes a record larger than the staging buffer through the page cache, padded for the direct writes after it', async () => {
