@@ -9,11 +9,11 @@
 //
 // Deferred blocks: a write that the next flush will journal anyway (at most PAYLOAD_FLUSH_LIMIT_BLOCKS
 // dirty blocks) is not written to the data file at once; its copy is kept in memory, served to reads,
-// and written to the data file later, coalesced and in block order: when the clone leaves the small-flush
+// and written to the data file later, in block order and 4 KiB at a time: when the clone leaves the small-flush
 // mode, or at the checkpoint that makes its journal record obsolete. Ceph BlueStore's deferred writes do
 // the same through its WAL. The first write to a block extends the data file, which cost about 18 µs
 // per 4 KiB write when 500 clones wrote and flushed at once (a new page-cache page in each of 500 files),
-// several times the engine's own work; written back together, a clone's blocks take one pwritev per run.
+// several times the engine's own work; written back later, that cost is out of the flush's way.
 //
 // A block freed by an overwrite-free operation (write zeroes, deallocate, reset) is reused only after the
 // change that freed it is durable.
@@ -482,8 +482,10 @@ export class Clone {
   }
 
   /**
-   * Writes every deferred block to the data file (not synced), in block order, one pwritev per run of
-   * consecutive blocks. Throws like a write (OutOfSpaceError, IoError); what was not written stays deferred.
+   * Writes every deferred block to the data file (not synced), in block order, one 4 KiB write each:
+   * a multi-block write would put large folios in the page cache, and later 4 KiB overwrites of those
+   * blocks then cost 4-6 µs instead of 2.2 (measured; perf-limits.md §2b). Throws like a write
+   * (OutOfSpaceError, IoError); what was not written stays deferred.
    */
   writeBackDeferred(): void {
     if (this.#deferred.size === 0) return;
@@ -491,16 +493,11 @@ export class Clone {
     if (this.#dataFd < 0) this.#openData(true);
     const before = this.#deferred.size;
     try {
-      let i = 0;
-      while (i < blocks.length) {
-        let n = 1;
-        // Runs are capped below IOV_MAX (1024).
-        while (i + n < blocks.length && n < 512 && blocks[i + n] === blocks[i] + n) n++;
-        const views = new Array<Buffer>(n);
-        for (let k = 0; k < n; k++) views[k] = this.#deferred.get(blocks[i + k])!;
-        this.#writeData(views, blocks[i]);
-        for (let k = 0; k < n; k++) this.#deferred.delete(blocks[i + k]);
-        i += n;
+      const one: Buffer[] = [EMPTY];
+      for (const p of blocks) {
+        one[0] = this.#deferred.get(p)!;
+        this.#writeData(one, p);
+        this.#deferred.delete(p);
       }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new OutOfSpaceError();
