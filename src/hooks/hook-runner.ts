@@ -4,7 +4,7 @@
 // what happened to one desktop; nothing here touches the database.
 import { readFile } from 'node:fs/promises';
 import type { HookType } from '../db/schema.ts';
-import { ExecTimeoutError, HostKeyError, SshConnectError, SshSession, type SshTarget } from './ssh-session.ts';
+import { ExecTimeoutError, HostKeyError, SshConnectError, SshKeyUnreadableError, SshSession, type SshTarget } from './ssh-session.ts';
 import { assertSafeName, HookTemplates, renderShellVars, type HookAction } from './render.ts';
 import type { SecretBox } from './secret-box.ts';
 import { Semaphore } from './semaphore.ts';
@@ -115,10 +115,10 @@ export class HookRunner {
       try {
         privateKey = await readFile(host.ssh_private_key_path, 'utf8');
       } catch (err) {
-        throw new SshConnectError(`cannot read the private key ${host.ssh_private_key_path}: ${(err as Error).message}`, false);
+        throw new SshKeyUnreadableError(`cannot read the private key ${host.ssh_private_key_path} of host ${host.name} on this node: ${(err as Error).message}`, { cause: err });
       }
     } else throw new SshConnectError(`host ${host.name} has no private key`, false);
-    return { address: host.ssh_address, port: host.ssh_port, username: host.ssh_username, privateKey, pinnedFingerprint: host.host_key_fingerprint };
+    return { address: host.ssh_address, port: host.ssh_port, username: host.ssh_username, privateKey, pinnedFingerprint: host.host_key_fingerprint, hostId: host.id };
   }
 
   // A connection is reused only while the settings it was made with still hold.
@@ -359,6 +359,7 @@ function remoteCommand(execTimeoutMs: number): string {
 
 function failure(err: unknown, attempt: number): HookOutcome {
   if (err instanceof HostKeyError) return { ok: false, code: err.code, error: err.message, stdout: '', transient: false, attempts: attempt };
+  if (err instanceof SshKeyUnreadableError) return { ok: false, code: 'SSH_KEY_UNREADABLE', error: err.message, stdout: '', transient: false, attempts: attempt };
   if (err instanceof SshConnectError) return { ok: false, code: 'SSH_CONNECT_FAILED', error: err.message, stdout: '', transient: err.transient, attempts: attempt };
   if (err instanceof ExecTimeoutError) {
     const tail = err.partial.stderr.trim();

@@ -11,6 +11,8 @@ export interface SshTarget {
   privateKey: string;
   /** "SHA256:<base64>" of the trusted host key; null: not pinned yet. */
   pinnedFingerprint: string | null;
+  /** The host's id, for messages that tell the operator what to call. */
+  hostId?: string;
 }
 
 export interface ExecResult {
@@ -25,10 +27,10 @@ export class HostKeyError extends Error {
   readonly code: 'HOST_KEY_NOT_PINNED' | 'HOST_KEY_MISMATCH';
   readonly presented: string;
   readonly pinned: string | null;
-  constructor(code: 'HOST_KEY_NOT_PINNED' | 'HOST_KEY_MISMATCH', presented: string, pinned: string | null) {
+  constructor(code: 'HOST_KEY_NOT_PINNED' | 'HOST_KEY_MISMATCH', presented: string, pinned: string | null, hostId?: string) {
     super(
       code === 'HOST_KEY_NOT_PINNED'
-        ? `the host key (${presented}) is not pinned; check it and POST /api/v1/hosts/:id/trust {fingerprint}`
+        ? `the host key (${presented}) is not pinned; check it and POST /api/v1/hosts/${hostId ?? '<host id>'}/trust {"fingerprint": "${presented}"}`
         : `the host presented key ${presented}, but ${pinned} is pinned: refusing to connect (the host was reinstalled, or someone is in between)`,
     );
     this.name = 'HostKeyError';
@@ -45,6 +47,14 @@ export class SshConnectError extends Error {
     super(message, options);
     this.name = 'SshConnectError';
     this.transient = transient;
+  }
+}
+
+/** The host's private key file cannot be read on this node: nothing was sent to the host. */
+export class SshKeyUnreadableError extends SshConnectError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, false, options);
+    this.name = 'SshKeyUnreadableError';
   }
 }
 
@@ -140,11 +150,11 @@ export class SshSession {
             presented = { fingerprint: fingerprintOf(key), type: keyTypeOf(key) };
             if (target.pinnedFingerprint === null) {
               if (options.allowUnpinned) return true;
-              keyError = new HostKeyError('HOST_KEY_NOT_PINNED', presented.fingerprint, null);
+              keyError = new HostKeyError('HOST_KEY_NOT_PINNED', presented.fingerprint, null, target.hostId);
               return false;
             }
             if (presented.fingerprint === target.pinnedFingerprint) return true;
-            keyError = new HostKeyError('HOST_KEY_MISMATCH', presented.fingerprint, target.pinnedFingerprint);
+            keyError = new HostKeyError('HOST_KEY_MISMATCH', presented.fingerprint, target.pinnedFingerprint, target.hostId);
             return false;
           },
         });

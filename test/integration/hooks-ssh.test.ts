@@ -198,8 +198,22 @@ describe.each(DATABASE_KINDS)('hypervisor hooks over SSH (%s)', (kind) => {
     const [d] = (await t.json('GET', `/api/v1/desktop-pools/${res.body.pool.id}/desktops`)).body;
     expect(d.state).toBe('failed');
     expect(d.error).toMatch(/^HOST_KEY_NOT_PINNED: the host key \(SHA256:.{43}\) is not pinned/);
+    // The message says exactly what to call: this host's trust URL and the key it saw.
+    expect(d.error).toContain(`POST /api/v1/hosts/${h.id}/trust {"fingerprint": "${sshd.hostKeyFingerprint}"}`);
     const del = await t.json('DELETE', `/api/v1/desktop-pools/${res.body.pool.id}`);
     expect((await waitJob(del.body.job.id)).state).toBe('succeeded');
+    expect((await t.json('DELETE', `/api/v1/hosts/${h.id}`)).status).toBe(204);
+  });
+
+  it('reports a private key file that became unreadable as a problem of this node (409), not an unreachable host', async () => {
+    const keyPath = path.join(t.dataDir, `moved-key-${kind}`);
+    writeFileSync(keyPath, readFileSync(sshd.clientKeyPath), { mode: 0o600 });
+    const h = (await t.json('POST', '/api/v1/hosts', { name: `hv-keyfile-${kind}`, nqn: nqn(7), ssh: { ...ssh(), privateKey: undefined, privateKeyPath: keyPath } })).body;
+    rmSync(keyPath);
+    const test = await t.json('POST', `/api/v1/hosts/${h.id}/test`);
+    expect(test.status).toBe(409);
+    expect(test.body.error.code).toBe('SSH_KEY_UNREADABLE');
+    expect(test.body.error.message).toContain(`cannot read the private key ${keyPath}`);
     expect((await t.json('DELETE', `/api/v1/hosts/${h.id}`)).status).toBe(204);
   });
 

@@ -9,7 +9,7 @@ import type { DataplaneClient } from '../../dataplane/client.ts';
 import type { Database, HookType, HostRow, NamespaceRow, SubsystemRow } from '../../db/schema.ts';
 import type { HookRunner, ProbeReport } from '../../hooks/hook-runner.ts';
 import type { SecretBox } from '../../hooks/secret-box.ts';
-import { HostKeyError, SshConnectError } from '../../hooks/ssh-session.ts';
+import { HostKeyError, SshConnectError, SshKeyUnreadableError } from '../../hooks/ssh-session.ts';
 import { CloneRepository } from '../../db/repositories/clone.repository.ts';
 import { isUniqueViolation } from '../../db/repositories/executor.ts';
 import { HostRepository, SubsystemRepository } from '../../db/repositories/export.repository.ts';
@@ -179,6 +179,7 @@ export class ExportService {
       return await this.#hooks!.runner.probe(h);
     } catch (err) {
       if (err instanceof HostKeyError) throw new AppError(err.code, err.message, { presented: err.presented, pinned: err.pinned });
+      if (err instanceof SshKeyUnreadableError) throw new AppError('SSH_KEY_UNREADABLE', err.message, { field: 'ssh.privateKeyPath' });
       if (err instanceof SshConnectError) throw new AppError('HOST_UNREACHABLE', err.message);
       throw err;
     }
