@@ -240,6 +240,10 @@ describe('web UI in Chromium', () => {
     expect((await t.waitForJob(verify.body.job.id)).state).toBe('failed');
     await page.getByRole('link', { name: 'Jobs' }).click();
     await expect.poll(() => page.getByRole('cell', { name: 'desktop-pool.refresh' }).count()).toBeGreaterThan(0);
+    // Each job says in words what it did and to what: the pool's creation is its provisioning.
+    await expect.poll(() => page.getByRole('cell', { name: `Provision pool lab (${POOL_SIZE} desktops)` }).count()).toBe(1);
+    await expect.poll(() => page.getByRole('cell', { name: 'Refresh pool lab' }).count()).toBeGreaterThan(0);
+    await expect.poll(() => page.getByRole('cell', { name: /^Verify replica win11-golden v1$/ }).count()).toBeGreaterThan(0);
     await expect.poll(() => page.getByText(/REPLICA_CORRUPT: /).first().isVisible()).toBe(true);
     await screenshot(page, '12-jobs');
   });

@@ -124,7 +124,9 @@ export class DesktopPoolService {
     if (active.length > 0) {
       throw new AppError('DESKTOP_POOL_BUSY', `desktop pool ${poolId} has a ${active[0].kind} job in progress`, { jobs: active.map((j) => ({ id: j.id, kind: j.kind, state: j.state })) });
     }
-    return this.#jobs.insert(trx, { id: randomUUID(), kind, resource_id: poolId, payload: { poolId, ...payload }, progress_total: total });
+    // The pool's name goes with the job: job lists show it even after the pool is deleted.
+    const pool = await this.#ops.pools.get(trx, poolId);
+    return this.#jobs.insert(trx, { id: randomUUID(), kind, resource_id: poolId, payload: { poolId, poolName: pool?.name, ...payload }, progress_total: total });
   }
 
   #queued(job: JobRow): JobDto {
@@ -176,7 +178,8 @@ export class DesktopPoolService {
           state: 'provisioning',
         });
         await this.#ops.pools.setHosts(trx, pool.id, [...new Set(input.hostIds)]);
-        const job = await this.#queue(trx, pool.id, POOL_JOB_KINDS.resize, { size: input.size }, input.size);
+        // The first resize of a pool provisions it; `provision` tells the two apart in job lists.
+        const job = await this.#queue(trx, pool.id, POOL_JOB_KINDS.resize, { size: input.size, provision: true }, input.size);
         return { pool, job };
       })
       .catch((err) => {

@@ -3,7 +3,7 @@ import { api } from '../api.ts';
 import { Alert, Field, ProgressBar, StateBadge } from '../components/widgets.tsx';
 import { when } from '../format.ts';
 import { useResource } from '../resource.ts';
-import type { Job } from '../types.ts';
+import type { DesktopPool, Job, Replica } from '../types.ts';
 
 const STATES = ['', 'queued', 'running', 'succeeded', 'failed', 'cancelled'];
 
@@ -34,9 +34,44 @@ function JobDetails(props: { job: Job }) {
   );
 }
 
+const ACTIONS: Record<string, string> = {
+  'desktop-pool.resize': 'Resize',
+  'desktop-pool.refresh': 'Refresh',
+  'desktop-pool.recompose': 'Recompose',
+  'desktop-pool.delete': 'Delete',
+  'desktop-pool.scheduled-run': 'Scheduled',
+  'replica.promote': 'Promote',
+  'replica.verify': 'Verify',
+  'replica.move': 'Move',
+};
+
+/** What a job does, in words, and to what: "Provision pool lab (20 desktops)", "Verify replica golden v2". */
+export function describeJob(j: Job, pools: Map<string, string>, replicas: Map<string, string>): string {
+  const p = j.payload;
+  let action = ACTIONS[j.kind] ?? j.kind;
+  if (j.kind === 'desktop-pool.resize') action = p.provision === true ? 'Provision' : 'Resize';
+  if (j.kind === 'desktop-pool.scheduled-run' && typeof p.action === 'string') action = `Scheduled ${p.action}`;
+  if (j.kind.startsWith('desktop-pool.')) {
+    const id = String(p.poolId ?? j.resourceId ?? '');
+    const name = pools.get(id) ?? (typeof p.poolName === 'string' ? p.poolName : id.slice(0, 8));
+    const size = j.kind === 'desktop-pool.resize' && typeof p.size === 'number' ? ` (${p.size} desktop${p.size === 1 ? '' : 's'})` : '';
+    return `${action} pool ${name}${size}`;
+  }
+  if (j.kind.startsWith('replica.')) {
+    const id = String(p.replicaId ?? j.resourceId ?? '');
+    return `${action} replica ${replicas.get(id) ?? id.slice(0, 8)}`;
+  }
+  return action;
+}
+
 export function Jobs() {
   const [state, setState] = useState('');
   const jobs = useResource(() => api<Job[]>('GET', `/jobs?limit=200${state ? `&state=${state}` : ''}`), [state], ['job.']);
+  // Names for the jobs' resources (a deleted pool's name comes from the job itself).
+  const pools = useResource(() => api<DesktopPool[]>('GET', '/desktop-pools'), [], ['desktop-pool.']);
+  const replicas = useResource(() => api<Replica[]>('GET', '/replicas'), [], ['replica.']);
+  const poolNames = new Map((pools.data ?? []).map((p) => [p.id, p.name]));
+  const replicaNames = new Map((replicas.data ?? []).map((r) => [r.id, `${r.templateName} v${r.version}`]));
   return (
     <section>
       <h1>Jobs</h1>
@@ -55,6 +90,7 @@ export function Jobs() {
       <table>
         <thead>
           <tr>
+            <th scope="col">Job</th>
             <th scope="col">Kind</th>
             <th scope="col">State</th>
             <th scope="col">Progress</th>
@@ -66,6 +102,7 @@ export function Jobs() {
         <tbody>
           {(jobs.data ?? []).map((j) => (
             <tr key={j.id}>
+              <td>{describeJob(j, poolNames, replicaNames)}</td>
               <td>{j.kind}</td>
               <td>
                 <StateBadge state={j.state} />
