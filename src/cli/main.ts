@@ -28,6 +28,13 @@ function print(ctx: Ctx, data: unknown, human: () => string): void {
   ctx.out(ctx.json ? JSON.stringify(data, null, 2) : human());
 }
 
+/** --ssh USER@ADDRESS[:PORT] with --key-path PATH, as the API's ssh object. */
+function sshOption(o: Record<string, unknown>, usage: string): Record<string, unknown> {
+  const m = /^([^@]+)@(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(String(o.ssh));
+  if (!m || !o['key-path']) throw new UsageError(`usage: thicket ${usage}`);
+  return { username: m[1], address: m[2], ...(m[3] ? { port: Number(m[3]) } : {}), privateKeyPath: String(o['key-path']) };
+}
+
 function kv(obj: Record<string, unknown>): string {
   return Object.entries(obj)
     .map(([k, v]) => `${k.padEnd(18)} ${typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)}`)
@@ -226,15 +233,26 @@ const COMMANDS: Record<string, Command> = {
   'hosts create': { usage: 'hosts create NAME NQN [--ssh USER@ADDRESS[:PORT] --key-path PATH [--hook-type linux-nvme|libvirt] [--max-desktops N]]', summary: 'register a host by NVMe host NQN (with --ssh, a hypervisor host that runs hooks)', options: { ssh: { type: 'string' }, 'key-path': { type: 'string' }, 'hook-type': { type: 'string' }, 'max-desktops': { type: 'string' } }, async run(ctx, a, o) {
     need(a, 2, this.usage);
     const body: Record<string, unknown> = { name: a[0], nqn: a[1] };
-    if (o.ssh !== undefined) {
-      const m = /^([^@]+)@(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(String(o.ssh));
-      if (!m || !o['key-path']) throw new UsageError(`usage: thicket ${this.usage}`);
-      body.ssh = { username: m[1], address: m[2], ...(m[3] ? { port: Number(m[3]) } : {}), privateKeyPath: String(o['key-path']) };
-      if (o['hook-type'] !== undefined) body.hookType = String(o['hook-type']);
-      if (o['max-desktops'] !== undefined) body.maxDesktops = Number(o['max-desktops']);
-    }
+    if (o.ssh !== undefined) body.ssh = sshOption(o, this.usage);
+    if (o['hook-type'] !== undefined) body.hookType = String(o['hook-type']);
+    if (o['max-desktops'] !== undefined) body.maxDesktops = Number(o['max-desktops']);
     const h = await ctx.api.request('POST', '/api/v1/hosts', body);
     print(ctx, h, () => `created host ${h.name} (${h.id})`);
+    return 0;
+  } },
+  'hosts update': { usage: 'hosts update ID [--name NAME] [--nqn NQN] [--max-desktops N|none] [--ssh USER@ADDRESS[:PORT] --key-path PATH | --no-ssh] [--hook-type linux-nvme|libvirt]', summary: 'change a host (new SSH settings for another address or port drop the pinned key)', options: { name: { type: 'string' }, nqn: { type: 'string' }, ssh: { type: 'string' }, 'no-ssh': { type: 'boolean' }, 'key-path': { type: 'string' }, 'hook-type': { type: 'string' }, 'max-desktops': { type: 'string' } }, async run(ctx, a, o) {
+    need(a, 1, this.usage);
+    const body: Record<string, unknown> = {};
+    if (o.name !== undefined) body.name = String(o.name);
+    if (o.nqn !== undefined) body.nqn = String(o.nqn);
+    if (o['max-desktops'] !== undefined) body.maxDesktops = o['max-desktops'] === 'none' ? null : Number(o['max-desktops']);
+    if (o.ssh !== undefined && o['no-ssh']) throw new UsageError(`usage: thicket ${this.usage}`);
+    if (o.ssh !== undefined) body.ssh = sshOption(o, this.usage);
+    if (o['no-ssh']) body.ssh = null;
+    if (o['hook-type'] !== undefined) body.hookType = String(o['hook-type']);
+    if (Object.keys(body).length === 0) throw new UsageError(`usage: thicket ${this.usage}`);
+    const h = await ctx.api.request('PATCH', `/api/v1/hosts/${a[0]}`, body);
+    print(ctx, h, () => `updated host ${h.name} (${h.id})${h.ssh && !h.hostKeyFingerprint ? '; its host key is not pinned: hosts test, then hosts trust' : ''}`);
     return 0;
   } },
   'hosts test': { usage: 'hosts test ID', summary: "log in over SSH: the host key fingerprint, NQN and tools", async run(ctx, a) {

@@ -63,8 +63,13 @@ describe('thicket CLI', () => {
   });
 
   it('manages hosts, subsystems and exports', async () => {
-    const host = await json('hosts', 'create', 'hv', 'nqn.2014-08.org.nvmexpress:uuid:eeeeeeee-0000-4000-8000-000000000005');
+    const host = await json('hosts', 'create', 'hv', 'nqn.2014-08.org.nvmexpress:uuid:eeeeeeee-0000-4000-8000-000000000005', '--max-desktops', '12');
     ids.host = host.id;
+    expect(host.maxDesktops).toBe(12);
+    const updated = await json('hosts', 'update', host.id, '--name', 'hv-renamed', '--max-desktops', 'none');
+    expect(updated).toMatchObject({ id: host.id, name: 'hv-renamed', maxDesktops: null });
+    expect((await cli('hosts', 'update', host.id)).code).not.toBe(0);
+    await json('hosts', 'update', host.id, '--name', 'hv');
     const sub = await json('subsystems', 'create', 'cli-sub');
     expect(sub.nqn).toBe('nqn.2026-11.io.thicket:cli-sub');
     await json('subsystems', 'allow', sub.id, host.id);

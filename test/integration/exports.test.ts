@@ -114,6 +114,36 @@ describe.each(DATABASE_KINDS)('exports over NVMe/TCP (%s)', (kind) => {
     }
   });
 
+  it('changes a host by PATCH: name and limit at once, its NQN only while no subsystem allows it', async () => {
+    const nqnC = 'nqn.2014-08.org.nvmexpress:uuid:cccccccc-0000-4000-8000-000000000001';
+    const nqnD = 'nqn.2014-08.org.nvmexpress:uuid:cccccccc-0000-4000-8000-000000000002';
+    const h = (await t.json('POST', '/api/v1/hosts', { name: 'hv-c', nqn: nqnC })).body;
+    const renamed = await t.json('PATCH', `/api/v1/hosts/${h.id}`, { name: 'hv-c2', maxDesktops: 40 });
+    expect(renamed.status).toBe(200);
+    expect(renamed.body).toMatchObject({ id: h.id, name: 'hv-c2', nqn: nqnC, maxDesktops: 40, ssh: null });
+    expect((await t.json('GET', `/api/v1/hosts/${h.id}`)).body).toMatchObject({ name: 'hv-c2', maxDesktops: 40 });
+    expect((await t.json('PATCH', `/api/v1/hosts/${h.id}`, { maxDesktops: null })).body.maxDesktops).toBeNull();
+    // Bad input: nothing to change, an unknown field, an invalid NQN, a taken name, a hook type without SSH.
+    for (const body of [{}, { colour: 'red' }, { nqn: 'not-an-nqn' }, { hookType: 'libvirt' }]) {
+      const res = await t.json('PATCH', `/api/v1/hosts/${h.id}`, body);
+      expect(res.status, JSON.stringify(body)).toBe(400);
+      expect(res.body.error.message.length).toBeGreaterThan(5);
+    }
+    expect((await t.json('PATCH', `/api/v1/hosts/${h.id}`, { name: 'hv-b' })).body.error.code).toBe('NAME_TAKEN');
+    expect((await t.json('PATCH', '/api/v1/hosts/00000000-0000-4000-8000-000000000000', { name: 'x' })).status).toBe(404);
+    // The NQN: free to change while no subsystem allows the host, refused once one does.
+    expect((await t.json('PATCH', `/api/v1/hosts/${h.id}`, { nqn: nqnD })).body.nqn).toBe(nqnD);
+    const sub = (await t.json('POST', '/api/v1/subsystems', { name: `patch-${kind}` })).body;
+    expect((await t.json('POST', `/api/v1/subsystems/${sub.id}/hosts`, { hostId: h.id })).status).toBe(200);
+    const refused = await t.json('PATCH', `/api/v1/hosts/${h.id}`, { nqn: nqnC });
+    expect(refused.status).toBe(409);
+    expect(refused.body.error.code).toBe('HOST_IN_USE');
+    expect((await t.json('GET', `/api/v1/hosts/${h.id}`)).body.nqn).toBe(nqnD);
+    expect((await t.json('PATCH', `/api/v1/hosts/${h.id}`, { name: 'hv-c3' })).status).toBe(200);
+    expect((await t.json('DELETE', `/api/v1/subsystems/${sub.id}`)).status).toBe(204);
+    expect((await t.json('DELETE', `/api/v1/hosts/${h.id}`)).status).toBe(204);
+  });
+
   it('refuses to delete a host that is allowed somewhere, then disallows and deletes it', async () => {
     const sub = (await t.json('GET', '/api/v1/subsystems')).body[0];
     expect((await t.json('DELETE', `/api/v1/hosts/${hostA}`)).status).toBe(409);

@@ -205,6 +205,35 @@ describe.each(DATABASE_KINDS)('hypervisor hooks over SSH (%s)', (kind) => {
     expect((await t.json('DELETE', `/api/v1/hosts/${h.id}`)).status).toBe(204);
   });
 
+  it('changes SSH settings by PATCH: the pin stays for the same address and port, goes for another; desktops keep their hooks', async () => {
+    const h = (await t.json('POST', '/api/v1/hosts', { name: `hv-patch-${kind}`, nqn: nqn(21), ssh: ssh() })).body;
+    expect((await t.json('POST', `/api/v1/hosts/${h.id}/trust`, { fingerprint: sshd.hostKeyFingerprint })).status).toBe(200);
+    // Same endpoint, the key now read from a file: still the same machine, the pin stays.
+    const sameEndpoint = await t.json('PATCH', `/api/v1/hosts/${h.id}`, { ssh: { ...ssh(), privateKey: undefined, privateKeyPath: sshd.clientKeyPath } });
+    expect(sameEndpoint.status).toBe(200);
+    expect(sameEndpoint.body).toMatchObject({ hostKeyFingerprint: sshd.hostKeyFingerprint, hookType: 'linux-nvme', ssh: { privateKey: null, privateKeyPath: sshd.clientKeyPath } });
+    expect((await t.json('POST', `/api/v1/hosts/${h.id}/test`)).status).toBe(200);
+    // Another port may be another machine: the pin goes, hooks refuse until it is trusted again.
+    const moved = await t.json('PATCH', `/api/v1/hosts/${h.id}`, { ssh: { ...ssh(), port: sshd.port + 1 } });
+    expect(moved.body).toMatchObject({ hostKeyFingerprint: null, ssh: { port: sshd.port + 1, privateKey: 'stored' } });
+    const back = await t.json('PATCH', `/api/v1/hosts/${h.id}`, { ssh: ssh() });
+    expect(back.body.hostKeyFingerprint).toBeNull();
+    // A desktop placed on the host (its attach failed: the key is not pinned) keeps the host's hooks.
+    const name = `patch${kind === 'pglite' ? 'a' : 'b'}`;
+    const pool = await t.json('POST', '/api/v1/desktop-pools', { name, replicaId, storagePoolId: fastPool, size: 1, namePattern: `${name}-{n}`, hostIds: [h.id] });
+    expect((await waitJob(pool.body.job.id)).state).toBe('succeeded');
+    for (const body of [{ ssh: null }, { hookType: 'libvirt' }]) {
+      const res = await t.json('PATCH', `/api/v1/hosts/${h.id}`, body);
+      expect(res.status, JSON.stringify(body)).toBe(409);
+      expect(res.body.error).toMatchObject({ code: 'HOST_IN_USE', details: { desktops: 1 } });
+    }
+    expect((await waitJob((await t.json('DELETE', `/api/v1/desktop-pools/${pool.body.pool.id}`)).body.job.id)).state).toBe('succeeded');
+    const plain = await t.json('PATCH', `/api/v1/hosts/${h.id}`, { ssh: null });
+    expect(plain.body).toMatchObject({ ssh: null, hookType: null, hostKeyFingerprint: null });
+    expect((await t.json('POST', `/api/v1/hosts/${h.id}/test`)).body.error.code).toBe('HOST_HAS_NO_SSH');
+    expect((await t.json('DELETE', `/api/v1/hosts/${h.id}`)).status).toBe(204);
+  });
+
   it('reports a private key file that became unreadable as a problem of this node (409), not an unreachable host', async () => {
     const keyPath = path.join(t.dataDir, `moved-key-${kind}`);
     writeFileSync(keyPath, readFileSync(sshd.clientKeyPath), { mode: 0o600 });

@@ -28,6 +28,15 @@ export const createHostBody = z.strictObject({
   hookType: z.enum(HOOK_TYPES, { message: `must be one of ${HOOK_TYPES.join(', ')}` }).optional(),
   maxDesktops: numberField().int('must be an integer').min(0).max(100_000).nullable().optional(),
 });
+export const updateHostBody = z
+  .strictObject({
+    name: nameSchema.optional(),
+    nqn: z.string().min(1, 'must not be empty').max(223, 'must be at most 223 bytes').optional(),
+    ssh: sshSchema.nullable().optional(),
+    hookType: z.enum(HOOK_TYPES, { message: `must be one of ${HOOK_TYPES.join(', ')}` }).optional(),
+    maxDesktops: numberField().int('must be an integer').min(0).max(100_000).nullable().optional(),
+  })
+  .refine((b) => Object.keys(b).length > 0, { message: 'give at least one of name, nqn, ssh, hookType, maxDesktops' });
 export const trustHostBody = z.strictObject({ fingerprint: z.string().regex(/^SHA256:[A-Za-z0-9+/]{43}$/, 'must be an OpenSSH SHA256 fingerprint ("SHA256:" and 43 base64 characters)') });
 export const createSubsystemBody = z.strictObject({ name: nameSchema });
 export const allowHostBody = z.strictObject({ hostId: uuidSchema });
@@ -36,6 +45,7 @@ export const addNamespaceBody = z.strictObject({ cloneId: uuidSchema, hostIds: z
 export const exportDocs: RouteDoc[] = [
   { method: 'get', path: '/api/v1/hosts', tag: 'hosts', summary: 'List hosts', responses: { 200: 'hosts' } },
   { method: 'post', path: '/api/v1/hosts', tag: 'hosts', summary: 'Register a host by its NVMe host NQN; with ssh and hookType Thicket runs hooks on it (the private key is stored encrypted and never returned)', body: createHostBody, responses: { 201: 'host', 400: 'invalid NQN or key', 409: 'name or NQN taken' } },
+  { method: 'patch', path: '/api/v1/hosts/:id', tag: 'hosts', summary: 'Change a host: name, NQN (only while no subsystem allows it), SSH settings (whole; null makes it a plain NVMe host; another address or port drops the pinned key), hookType, maxDesktops', body: updateHostBody, responses: { 200: 'host', 400: 'invalid input', 404: 'unknown id', 409: 'name or NQN taken, or desktops/subsystems depend on what would change' } },
   { method: 'post', path: '/api/v1/hosts/:id/test', tag: 'hosts', summary: 'Log in over SSH and report the host key fingerprint, /etc/nvme/hostnqn, nvme-cli, the NVMe/TCP module and (libvirt) virsh', responses: { 200: '{hostKey, nqn, nqnMatches, nvmeCli, nvmeTcp, virsh}', 404: 'unknown id', 409: 'no SSH settings, or the pinned key does not match', 502: 'cannot connect or log in' } },
   { method: 'post', path: '/api/v1/hosts/:id/trust', tag: 'hosts', summary: 'Pin the host key fingerprint that every hook connection must see', body: trustHostBody, responses: { 200: 'host', 400: 'bad fingerprint', 404: 'unknown id', 409: 'no SSH settings' } },
   { method: 'get', path: '/api/v1/hosts/:id', tag: 'hosts', summary: 'One host with the subsystems it may use', responses: { 200: 'host', 404: 'unknown id' } },
@@ -55,6 +65,10 @@ export function hostRoutes(service: ExportService): Hono {
   app.get('/', async (c) => c.json(await service.listHosts()));
   app.post('/', async (c) => c.json(await service.createHost(await parseJsonBody(c, createHostBody)), 201));
   app.get('/:id', async (c) => c.json(await service.getHost(idParam(c, 'id', 'HOST_NOT_FOUND', 'host'))));
+  app.patch('/:id', async (c) => {
+    const id = idParam(c, 'id', 'HOST_NOT_FOUND', 'host');
+    return c.json(await service.updateHost(id, await parseJsonBody(c, updateHostBody)));
+  });
   app.post('/:id/test', async (c) => c.json(await service.testHost(idParam(c, 'id', 'HOST_NOT_FOUND', 'host'))));
   app.post('/:id/trust', async (c) => {
     const id = idParam(c, 'id', 'HOST_NOT_FOUND', 'host');

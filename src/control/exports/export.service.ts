@@ -31,6 +31,15 @@ export interface CreateHostInput {
   maxDesktops?: number | null;
 }
 
+/** PATCH of a host: absent fields stay; `ssh: null` makes it a plain NVMe host again. */
+export interface UpdateHostInput {
+  name?: string;
+  nqn?: string;
+  ssh?: CreateHostInput['ssh'] | null;
+  hookType?: HookType;
+  maxDesktops?: number | null;
+}
+
 export interface NamespaceDto {
   nsid: number;
   cloneId: string;
@@ -128,6 +137,67 @@ export class ExportService {
       if (isUniqueViolation(err)) throw new AppError('NAME_TAKEN', 'a host with that name or NQN already exists');
       throw err;
     }
+  }
+
+  /**
+   * Changes a host. What hooks already did on it must stay undoable: while desktops are placed on it,
+   * its SSH settings may change but not go away, and its hook type stays. Its NQN changes only while no
+   * subsystem allows it (the target knows hosts by NQN). New SSH settings for another address or port
+   * drop the pinned host key: that may be another machine, to be tested and trusted again.
+   */
+  async updateHost(id: string, input: UpdateHostInput): Promise<HostDto> {
+    if (input.nqn !== undefined) {
+      const problem = nqnProblem(input.nqn);
+      if (problem) throw new AppError('VALIDATION_FAILED', `nqn: ${problem}`, { field: 'nqn' });
+    }
+    const current = await this.#hosts.get(this.#db, id);
+    if (!current) throw new AppError('HOST_NOT_FOUND', `host ${id} does not exist`);
+    // Key material is read and checked before the transaction (a file read must not hold row locks).
+    const hookType = input.hookType ?? current.hook_type ?? undefined;
+    const ssh = input.ssh ? await this.#sshColumns({ name: current.name, nqn: current.nqn, ssh: input.ssh, hookType }) : undefined;
+    if (input.ssh === undefined && input.hookType !== undefined && !current.ssh_address) {
+      throw new AppError('VALIDATION_FAILED', 'hookType: needs ssh settings to run hooks', { field: 'hookType' });
+    }
+    let updated: HostRow;
+    try {
+      updated = await this.#db.transaction().execute(async (trx) => {
+        const h = await this.#hosts.get(trx, id);
+        if (!h) throw new AppError('HOST_NOT_FOUND', `host ${id} does not exist`);
+        const placed = (await this.#hosts.desktopCounts(trx, [id])).get(id) ?? 0;
+        if (placed > 0 && input.ssh === null) {
+          throw new AppError('HOST_IN_USE', `host "${h.name}" runs ${placed} desktop(s): its hooks must stay reachable to detach them; remove them first`, { desktops: placed });
+        }
+        const newHook = ssh ? ssh.hook_type : input.hookType;
+        if (placed > 0 && newHook !== undefined && newHook !== h.hook_type) {
+          throw new AppError('HOST_IN_USE', `host "${h.name}" runs ${placed} desktop(s) attached by its ${h.hook_type} hooks; remove them before changing the hook type`, { desktops: placed });
+        }
+        if (input.nqn !== undefined && input.nqn !== h.nqn) {
+          const subs = await this.#hosts.subsystemsOf(trx, id);
+          if (subs.length > 0) throw new AppError('HOST_IN_USE', `host "${h.name}" is allowed in ${subs.length} subsystem(s) by its NQN; disallow it first`, { subsystems: subs });
+        }
+        const set: Parameters<HostRepository['update']>[2] = {};
+        if (input.name !== undefined) set.name = input.name;
+        if (input.nqn !== undefined) set.nqn = input.nqn;
+        if (input.maxDesktops !== undefined) set.max_desktops = input.maxDesktops;
+        if (input.ssh === null) {
+          Object.assign(set, { ssh_address: null, ssh_port: null, ssh_username: null, ssh_private_key_enc: null, ssh_private_key_path: null, hook_type: null, host_key_fingerprint: null });
+        } else if (ssh) {
+          Object.assign(set, ssh);
+          if (ssh.ssh_address !== h.ssh_address || ssh.ssh_port !== h.ssh_port) set.host_key_fingerprint = null;
+        } else if (input.hookType !== undefined) {
+          set.hook_type = input.hookType;
+        }
+        if (Object.keys(set).length === 0) return h;
+        return (await this.#hosts.update(trx, id, set))!;
+      });
+    } catch (err) {
+      if (isUniqueViolation(err)) throw new AppError('NAME_TAKEN', 'a host with that name or NQN already exists');
+      throw err;
+    }
+    // A cached SSH connection was made with the old settings.
+    this.#hooks?.runner.forget(id);
+    this.#events.emit('host.updated', { hostId: id, name: updated.name, nqn: updated.nqn });
+    return hostDto(updated);
   }
 
   async #sshColumns(input: CreateHostInput) {

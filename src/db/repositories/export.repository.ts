@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import type { Insertable } from 'kysely';
+import type { Insertable, Updateable } from 'kysely';
 import type { HostRow, HostsTable, NamespaceRow, SubsystemRow } from '../schema.ts';
 import type { Executor } from './executor.ts';
 
@@ -16,6 +16,9 @@ export class HostRepository {
   }
   insert(db: Executor, row: Insertable<HostsTable>): Promise<HostRow> {
     return db.insertInto('hosts').values(row).returningAll().executeTakeFirstOrThrow();
+  }
+  update(db: Executor, id: string, set: Updateable<HostsTable>): Promise<HostRow | undefined> {
+    return db.updateTable('hosts').set(set).where('id', '=', id).returningAll().executeTakeFirst();
   }
   async pinHostKey(db: Executor, id: string, fingerprint: string | null): Promise<HostRow | undefined> {
     return db.updateTable('hosts').set({ host_key_fingerprint: fingerprint }).where('id', '=', id).returningAll().executeTakeFirst();
