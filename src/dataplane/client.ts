@@ -1,5 +1,6 @@
 // The control plane's handle on the data plane: starts the worker and turns calls into messages.
 import { Worker } from 'node:worker_threads';
+import { applyDataplaneV8Flags } from './v8-flags.ts';
 import type { DataplaneOps, DataplaneOptions, DataplaneResponse, OpName } from './protocol.ts';
 
 export class DataplaneError extends Error {
@@ -20,6 +21,7 @@ export class DataplaneClient {
   onBackgroundError: (message: string) => void = () => {};
 
   constructor(options: DataplaneOptions) {
+    applyDataplaneV8Flags();
     this.#worker = new Worker(new URL('./worker.ts', import.meta.url), { workerData: options });
     this.#worker.on('message', (msg: DataplaneResponse) => {
       if (msg.id === -1 && !msg.ok) {

@@ -48,7 +48,8 @@
 // BENCH_SECONDS, BENCH_ROUNDS (1-20), BENCH_CASES (comma-separated case names, e.g. 4k-randread-qd32-c1),
 // BENCH_IDLE_WAIT_S, BENCH_COPIES (0: skip the copy phase), BENCH_CPU_PROF=<dir> (the target child runs
 // with --cpu-prof into that dir), BENCH_PERF_MAP=1 (both servers run with --perf-basic-prof, for perf),
-// BENCH_SERVER_NODE_ARGS (extra node flags for both server children, e.g. --trace-gc), BENCH_REFILL=0 (no
+// BENCH_SERVER_NODE_ARGS (extra node flags for both server children, e.g. --trace-gc), BENCH_V8_DEFAULTS=1
+// (the servers without the data plane's V8 heap flags, src/dataplane/v8-flags.ts), BENCH_REFILL=0 (no
 // reset between target runs: after the first write run the clone owns nearly every block, so later write
 // runs measure overwrites instead of first writes that allocate).
 import { fork, type ChildProcess } from 'node:child_process';
@@ -60,6 +61,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { HostQueue } from '../../src/nvmeof/host/host-queue.ts';
 import { NvmeTcpHost } from '../../src/nvmeof/host/nvme-tcp-host.ts';
+import { DATAPLANE_V8_FLAGS } from '../../src/dataplane/v8-flags.ts';
 
 const BS = 4096;
 const KiB = 1024;
@@ -590,6 +592,9 @@ interface Server {
 
 async function startServer(kind: 'nvme' | 'plain'): Promise<Server> {
   const execArgv = [...process.execArgv];
+  // Both servers run with the data plane's V8 heap settings (src/dataplane/v8-flags.ts), as the target
+  // does in Thicket; BENCH_V8_DEFAULTS=1 runs them with V8's defaults instead, for comparison.
+  if (process.env.BENCH_V8_DEFAULTS !== '1') execArgv.push(...DATAPLANE_V8_FLAGS);
   const prof = process.env.BENCH_CPU_PROF;
   if (prof && kind === 'nvme') execArgv.push('--cpu-prof', `--cpu-prof-dir=${prof}`);
   // For `perf record -p <pid>`: JIT frames get names in /tmp/perf-<pid>.map.
