@@ -154,6 +154,40 @@ describe('pool journal', () => {
     expect(replayed.map((r) => r.lsn)).toEqual(recs.map((_, k) => k + 1));
   });
 
+  it('stops accepting records after a failed commit and keeps what was committed before it', async () => {
+    for (const directIo of [true, false]) {
+      const sub = path.join(dir, `stop-${directIo}`);
+      const j = new PoolJournal(sub, 8 * MiB, { directIo });
+      await j.open();
+      await j.start();
+      const first = payloadRecord(1, 1, 0x11);
+      await j.append(first.buffers, first.length);
+      // The device fails: every descriptor of the journal's files is closed under it (EBADF).
+      for (const fd of fs.readdirSync('/proc/self/fd')) {
+        let target = '';
+        try {
+          target = fs.readlinkSync(`/proc/self/fd/${fd}`);
+        } catch {
+          continue;
+        }
+        if (target.startsWith(path.join(sub, ''))) fs.closeSync(Number(fd));
+      }
+      const second = payloadRecord(1, 2, 0x22);
+      const third = payloadRecord(2, 3, 0x33);
+      const results = await Promise.allSettled([j.append(second.buffers, second.length), j.append(third.buffers, third.length)]);
+      expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected']);
+      expect(j.failed).toBe(true);
+      // Later appends are refused at once, naming the first failure; nothing more is written.
+      const later = payloadRecord(3, 4, 0x44);
+      await expect(j.append(later.buffers, later.length)).rejects.toThrow(/stopped after a failed write \(EBADF.*restart Thicket/);
+      // (Its descriptors are gone: it is not closed again.) A new open replays what was committed.
+      const again = new PoolJournal(sub, 8 * MiB, { directIo });
+      const records = await again.open();
+      again.close();
+      expect(records.map((r) => r.lsn)).toEqual([1]);
+    }
+  });
+
   it('writes a record larger than the staging buffer through the page cache, padded for the direct writes after it', async () => {
     const { journal } = await open({ bytes: 48 * MiB });
     expect(journal.direct).toBe(true);

@@ -85,6 +85,14 @@ export class PoolJournal {
   commits = 0;
   bytesWritten = 0;
   #directIo: boolean;
+  /**
+   * Set by the first failed commit; from then on every append is refused. After a failed write or
+   * fdatasync nothing says what reached the file: a batch written half-way can leave intact records
+   * where the next commit would end, which recovery would then replay after newer ones, and Linux may
+   * report a writeback error only once (a retried fdatasync can succeed without the data). So the
+   * journal stops, as PostgreSQL does after a failed fsync; a restart replays what is intact.
+   */
+  #failure: Error | undefined;
   /** Where commits are assembled for direct writes; undefined: commits go through the page cache. */
   #staging: DirectBuffer | undefined;
 
@@ -232,6 +240,7 @@ export class PoolJournal {
    */
   append(buffers: Buffer[], length: number): Promise<0 | 1> {
     if (length > this.capacityBytes / 4) return Promise.reject(new Error(`journal record of ${length} bytes is too large`));
+    if (this.#failure) return Promise.reject(this.#failedError());
     return new Promise((resolve, reject) => {
       this.#queue.push({ buffers, length, resolve, reject });
       if (!this.#committing) {
@@ -268,12 +277,23 @@ export class PoolJournal {
           this.bytesWritten += written;
           for (const p of batch) p.resolve(file.index);
         } catch (err) {
+          this.#failure ??= err instanceof Error ? err : new Error(String(err));
           for (const p of batch) p.reject(err);
+          for (const p of this.#queue.splice(0)) p.reject(this.#failedError());
         }
       }
     } finally {
       this.#committing = false;
     }
+  }
+
+  #failedError(): Error {
+    return new Error(`the pool journal in ${this.#dir} stopped after a failed write (${this.#failure!.message}); restart Thicket to recover from it`, { cause: this.#failure });
+  }
+
+  /** Whether a commit has failed (the journal refuses appends until it is opened again). */
+  get failed(): boolean {
+    return this.#failure !== undefined;
   }
 
   /** One direct write of the batch's records copied into the staging buffer; durable when it returns. */
